@@ -1,0 +1,3 @@
+from camexp.main import main
+
+main()

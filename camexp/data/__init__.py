@@ -1,0 +1,1 @@
+"""Dataset readers and in-memory data pipelines."""

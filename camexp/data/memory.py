@@ -1,0 +1,86 @@
+"""The fast path for small datasets: uint8 images on the training device, augmented per batch.
+
+No per-sample Python and no PIL: a batch is gathered by index, random-cropped with zero padding
+and flipped with one vectorised op each, then normalised. The shuffling and augmentation draw
+from one ``torch.Generator`` per loader, whose state is saved in checkpoints.
+"""
+
+import torch
+
+
+class InMemoryLoader:
+    """Iterates ``(images float (B, C, H, W) normalised, labels int64 (B,))`` on ``device``."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)  # uint8 (N, C, H, W)
+        self.labels = labels.to(self.device)  # int64 (N,)
+        self.batch_size = batch_size
+        self.train = train
+        self.crop_padding = crop_padding if train else 0
+        self.hflip = hflip and train
+        self.drop_last = drop_last
+        self.channels_last = channels_last
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255.0
+        self.std = torch.tensor(std, device=self.device).view(shape) * 255.0
+        # CPU generator: its state is device-independent, so a checkpoint resumes anywhere.
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index].float()  # (B, C, H, W)
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding, self.generator)
+            if self.hflip:
+                images = random_hflip(images, self.generator)
+            images = (images - self.mean) / self.std
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.labels[index]
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` and take one random HxW window per image (Krizhevsky-style)."""
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(images.device)
+    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, channels, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)

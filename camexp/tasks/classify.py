@@ -1,0 +1,92 @@
+"""task=classify: train a classifier (CE, optionally with CAM-loss) and evaluate it."""
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from camexp.tasks import build
+from camexp.tasks.record import RunRecord
+from camexp.tasks.training import Trainer
+from camexp.tracking import Progress, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def progress_from(setting) -> Progress:
+    return Progress(None if setting in ("auto", None) else bool(setting))
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """The knobs a sweep turns, flattened for TensorBoard's HParams dashboard."""
+    flat = {
+        "backbone": cfg.backbone.name,
+        "dataset": cfg.dataset.name,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.optim.lr,
+        "regularizer": OmegaConf.to_yaml(cfg.regularizer).replace("\n", " ").strip(),
+    }
+    flat.update({f"loss.{name}.weight": term.weight for name, term in cfg.loss.items()})
+    return flat
+
+
+def run(cfg: DictConfig, record: RunRecord) -> dict:
+    # --- setup: seed, device, the objective (its terms decide whether CAMs are needed)
+    build.check_common(cfg)
+    device = build.resolve_device(str(cfg.device))
+    build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
+    objective = build.build_loss(cfg).to(device)
+
+    # --- data, model, optimisation
+    data = build.build_data(cfg, device)
+    model = build.build_model(cfg, data, objective.needs_cam, device)
+    optimizer = build.build_optimizer(cfg, model)
+    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
+    regularizer = build.build_regularizer(cfg, data.num_classes)
+    log.info(
+        "%s on %s: %d classes, %d train batches of %d, device %s",
+        cfg.backbone.name,
+        cfg.dataset.name,
+        data.num_classes,
+        len(data.train),
+        cfg.batch_size,
+        device,
+    )
+
+    # --- train and test
+    tracker = Tracker(record.run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
+    trainer = Trainer(
+        model,
+        objective,
+        data,
+        optimizer,
+        scheduler,
+        regularizer,
+        tracker,
+        device,
+        epochs=int(cfg.epochs),
+        run_dir=record.run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        meta=build.model_meta(cfg, data, model),
+        amp_dtype=build.amp_dtype(str(cfg.amp), device),
+        log_every=int(cfg.log_every),
+        progress=progress_from(cfg.progress),
+    )
+    try:
+        results = trainer.fit()
+        tracker.add_hparams(
+            hparams(cfg),
+            {f"hparam/{k}": v for k, v in results["metrics"].items() if isinstance(v, float)},
+        )
+    finally:
+        tracker.close()
+    m = results["metrics"]
+    log.info(
+        "test acc1 %.2f (last), %.2f (best on val, epoch %s); %.0f train images/s",
+        m["test/acc1"],
+        m["test_best/acc1"],
+        m.get("best_epoch"),
+        results["train_images_per_s"],
+    )
+    return record.write("completed", **results)

@@ -1,0 +1,41 @@
+"""The life of results.json: ``running`` at the start, then ``completed``, ``failed`` or
+``diverged`` with the error, so a sweep's report lists every run instead of losing some."""
+
+import os
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+from camexp.tracking import peak_rss_mb, versions, write_json_atomic
+
+
+class RunRecord:
+    def __init__(self, run_dir: str, cfg: DictConfig, overrides: list[str]):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, "results.json")
+        self.start = time.time()
+        self.base = {
+            "task": str(cfg.task.name),
+            "overrides": list(overrides),
+            "config": OmegaConf.to_container(cfg, resolve=False),
+            "versions": versions(),
+        }
+        os.makedirs(run_dir, exist_ok=True)
+        self.write("running", epochs_completed=0, metrics={})
+
+    def write(self, status: str, **fields) -> dict:
+        results = {
+            "status": status,
+            **{k: self.base[k] for k in ("task",)},
+            **fields,
+            "wall_time_s": round(time.time() - self.start, 2),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            **{k: v for k, v in self.base.items() if k != "task"},
+        }
+        write_json_atomic(self.path, results)
+        return results
+
+    def fail(self, status: str, error: BaseException, **fields) -> dict:
+        fields.setdefault("epochs_completed", getattr(error, "epochs_completed", 0))
+        fields.setdefault("metrics", getattr(error, "metrics", {}))
+        return self.write(status, error=f"{type(error).__name__}: {error}", **fields)

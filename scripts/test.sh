@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (idempotent: venv, camexp[dev], Fashion-MNIST) and run the test suite.
+#   scripts/test.sh                 everything
+#   scripts/test.sh -k cam -x       any pytest arguments
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+camexp_setup dev
+# The suite writes its own tiny datasets; the real files are only read by the tests that say so.
+camexp_fashion_mnist || say "continuing without the real Fashion-MNIST files"
+cd "$CAMEXP_ROOT"
+exec "$VENV/bin/python" -m pytest "$@"
