@@ -9,11 +9,17 @@ from torchvision import datasets, transforms
 
 from camexp.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
+def image_folder(root: str | None, split: str, folders: dict | None = None):
+    """``root/<folders[split]>/<class>/<image>``; by default train -> train/, test -> val/.
 
-def image_folder(root: str, split: str) -> datasets.ImageFolder:
-    path = os.path.join(root, split)
+    The contract for every folder-type source: a torch Dataset with ``classes``, ``targets``
+    and a settable ``transform``.
+    """
+    if not root:
+        raise UserError("this dataset needs dataset.root=DIR holding train/ and val/")
+    folders = folders or {"train": "train", "test": "val"}
+    path = os.path.join(root, folders[split])
     if not os.path.isdir(path):
         raise UserError(
             f"image folder {path} does not exist; expected {root}/{{train,val}}/<class>/<image> "

@@ -8,17 +8,19 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
 
 from camexp.backbone import Backbone, build_backbone
-from camexp.data.folder import folder_loader, folder_transform, image_folder
+from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.regularizers import Regularizer
-from camexp.data.sources import load_split, split_train_val
+from camexp.data.sources import ArraySplit, split_train_val
 from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
 
@@ -79,23 +81,27 @@ class Data:
     picture_labels: torch.Tensor
 
 
-def take(split, count):
-    if count is None or count >= len(split.labels):
-        return split.images, split.labels
-    return split.images[:count], split.labels[:count]
+def take(images: torch.Tensor, labels: torch.Tensor, count: int | None):
+    return (images, labels) if count is None else (images[:count], labels[:count])
 
 
-def build_data(cfg: DictConfig, device: torch.device, train_split: str = "train") -> Data:
+def load_source(d: DictConfig, split: str):
+    """``dataset.source`` is a leaf: a reader returning an ArraySplit (in-memory path) or a torch
+    Dataset with ``classes``, ``targets`` and a settable ``transform`` (folder path)."""
+    return instantiate(d.source, split=split)
+
+
+def build_data(cfg: DictConfig, device: torch.device) -> Data:
     d = cfg.dataset
-    if d.name == "imagefolder":
-        return build_folder_data(cfg, device)
-    full = load_split(d.name, d.root, "train", download=bool(d.download))
-    test = load_split(d.name, d.root, "test", download=bool(d.download))
+    full = load_source(d, "train")
+    if not isinstance(full, ArraySplit):
+        return build_folder_data(cfg, device, full)
+    test = load_source(d, "test")
     train_idx, val_idx = split_train_val(len(full.labels), int(d.val_size), int(d.split_seed))
     subset = d.get("subset") or {}
-    train_idx = train_idx[: subset.get("train")] if subset.get("train") else train_idx
-    val_idx = val_idx[: subset.get("val")] if subset.get("val") else val_idx
-    test_images, test_labels = take(test, subset.get("test"))
+    train_idx = train_idx[: subset.get("train")]
+    val_idx = val_idx[: subset.get("val")]
+    test_images, test_labels = take(test.images, test.labels, subset.get("test"))
     mean, std = tuple(d.mean), tuple(d.std)
     channels, size = full.images.shape[1], full.images.shape[-1]
     if len(mean) != channels or len(std) != channels:
@@ -103,91 +109,64 @@ def build_data(cfg: DictConfig, device: torch.device, train_split: str = "train"
             f"dataset.mean/std have {len(mean)}/{len(std)} values for {channels}-channel images"
         )
     common = dict(mean=mean, std=std, device=device, channels_last=bool(cfg.channels_last))
-    train = InMemoryLoader(
-        full.images[train_idx],
-        full.labels[train_idx],
-        int(cfg.batch_size),
-        train=True,
-        crop_padding=int(d.crop_padding),
-        hflip=bool(d.hflip),
-        drop_last=True,
-        seed=int(cfg.seed),
-        **common,
-    )
     eval_batch = int(cfg.get("eval_batch_size") or cfg.batch_size)
+    train = InMemoryLoader(
+        full.images[train_idx], full.labels[train_idx], int(cfg.batch_size), train=True,
+        crop_padding=int(d.crop_padding), hflip=bool(d.hflip), drop_last=True,
+        seed=int(cfg.seed), **common,
+    )  # fmt: skip
+    if len(train) == 0:
+        raise UserError(
+            f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images"
+        )
     val = None
     if len(val_idx):
         val = InMemoryLoader(
             full.images[val_idx], full.labels[val_idx], eval_batch, train=False, **common
         )
     test_loader = InMemoryLoader(test_images, test_labels, eval_batch, train=False, **common)
-    pictures = val or test_loader
-    n_pic = min(int(cfg.get("cam_pictures", 8)), len(pictures.labels))
-    pic_images = next(
-        iter(
-            InMemoryLoader(
-                pictures.images[:n_pic],
-                pictures.labels[:n_pic],
-                max(n_pic, 1),
-                train=False,
-                **common,
-            )
-        )
-    )[0]
+    shown = val or test_loader
+    n_pic = min(int(cfg.get("cam_pictures", 8)), len(shown.labels))
+    pic_loader = InMemoryLoader(
+        shown.images[:n_pic], shown.labels[:n_pic], max(n_pic, 1), train=False, **common
+    )
+    pic_images = next(iter(pic_loader))[0] if n_pic else torch.empty(0)
     return Data(
-        train,
-        val,
-        test_loader,
-        len(full.classes),
-        channels,
-        size,
-        mean,
-        std,
-        list(full.classes),
-        pic_images,
-        pictures.labels[:n_pic],
-    )
+        train, val, test_loader, len(full.classes), channels, size, mean, std,
+        list(full.classes), pic_images, shown.labels[:n_pic],
+    )  # fmt: skip
 
 
-def build_folder_data(cfg: DictConfig, device: torch.device) -> Data:
+def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
+    """Folder datasets: DataLoader workers, ImageNet-style transforms, val held out of train."""
     d = cfg.dataset
-    if not d.root:
-        raise UserError("dataset=imagefolder needs dataset.root=DIR holding train/ and val/")
     size, mean, std = int(d.image_size), tuple(d.mean), tuple(d.std)
-    train_set = image_folder(d.root, "train")
-    val_set = image_folder(d.root, "val")
-    if train_set.classes != val_set.classes:
-        raise UserError(f"{d.root}/train and {d.root}/val have different class folders")
+    test_set = load_source(d, "test")
+    if list(train_set.classes) != list(test_set.classes):
+        raise UserError(f"the train and test splits of {d.name} have different classes")
     train_set.transform = folder_transform(True, size, mean, std)
-    val_set.transform = folder_transform(False, size, mean, std)
-    workers = int(d.workers)
-    train = folder_loader(
-        train_set,
-        int(cfg.batch_size),
-        train=True,
-        workers=workers,
-        device=device,
-        seed=int(cfg.seed),
-    )
-    val = folder_loader(val_set, int(cfg.batch_size), train=False, workers=workers, device=device)
-    n_pic = min(int(cfg.get("cam_pictures", 8)), len(val_set))
-    pics = [val_set[i] for i in range(n_pic)]
+    test_set.transform = folder_transform(False, size, mean, std)
+    val_set = None
+    if int(d.val_size):
+        held_out = load_source(d, "train")  # a second view of train with eval transforms
+        held_out.transform = test_set.transform
+        train_idx, val_idx = split_train_val(len(train_set), int(d.val_size), int(d.split_seed))
+        train_set = Subset(train_set, train_idx.tolist())
+        val_set = Subset(held_out, val_idx.tolist())
+    workers, batch = int(d.workers), int(cfg.batch_size)
+    loader = partial(folder_loader, workers=workers, device=device)
+    train = loader(train_set, batch, train=True, seed=int(cfg.seed))
+    val = loader(val_set, batch, train=False) if val_set is not None else None
+    test = loader(test_set, batch, train=False)
+    shown = val_set if val_set is not None else test_set
+    pics = [shown[i] for i in range(min(int(cfg.get("cam_pictures", 8)), len(shown)))]
     pic_images = torch.stack([p[0] for p in pics]).to(device)
     pic_labels = torch.tensor([p[1] for p in pics], device=device)
-    # ImageNet-style folders have no labelled test split: val is both selection and report.
+    classes = list(test_set.classes)
     return Data(
-        train,
-        val,
-        val,
-        len(train_set.classes),
-        3,
-        size,
-        mean,
-        std,
-        list(train_set.classes),
-        pic_images,
-        pic_labels,
-    )
+        train, val, test, len(classes), pic_images.shape[1], size, mean, std, classes,
+        pic_images, pic_labels,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- model and loss
