@@ -1,8 +1,8 @@
 """The loop: ``train_one_epoch`` and ``evaluate`` over plain objects. It never sees the config.
 
-Metrics are accumulated on the device and read once per logging interval, so the loop does not
-synchronise with the host every step, except for the one check that the loss is finite, which
-must happen before the optimizer step (a NaN must never reach the weights).
+Metrics are accumulated on the device (:class:`EpochMeter`) and read once per logging interval,
+so the loop does not synchronise with the host every step, except for the one check that the
+loss is finite, which must happen before the optimizer step (a NaN must never reach the weights).
 """
 
 import time
@@ -18,6 +18,62 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+class EpochMeter:
+    """Device-side sums of every loss part and of correct predictions over one epoch.
+
+    Its state is part of a mid-epoch checkpoint, so a resumed epoch reports the same means.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.correct = torch.zeros((), device=device)
+        self.seen = 0
+        self.steps = 0  # optimizer steps taken or skipped
+        self.skipped = 0  # steps skipped for a non-finite loss
+        self.elapsed = 0.0  # seconds spent in earlier segments of this epoch (before a resume)
+        self.start = time.perf_counter()
+
+    def update(self, total, parts: dict, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        batch = logits.shape[0]
+        self.seen += batch
+        for name, value in {"loss": total.detach(), **parts}.items():
+            previous = self.sums.get(name)
+            self.sums[name] = value * batch if previous is None else previous + value * batch
+        self.correct += (logits.detach().argmax(1) == targets.argmax(1)).sum()
+
+    def summary(self) -> dict:
+        """Read the accumulators once (one host sync) into plain floats."""
+        names = list(self.sums)
+        values = torch.stack([self.sums[n] for n in names] + [self.correct]).double().cpu()
+        n = max(self.seen, 1)
+        stats = {
+            f"train/{name}": v / n for name, v in zip(names, values[:-1].tolist(), strict=True)
+        }
+        stats["train/acc1"] = 100.0 * values[-1].item() / n
+        seconds = self.elapsed + time.perf_counter() - self.start
+        stats["train/images_per_s"] = self.seen / max(seconds, 1e-9)
+        stats["train/skipped_steps"] = self.skipped
+        return stats
+
+    def state_dict(self) -> dict:
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "correct": self.correct.cpu(),
+            "seen": self.seen,
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "elapsed": self.elapsed + time.perf_counter() - self.start,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.correct = state["correct"].to(self.device)
+        self.seen, self.steps = state["seen"], state["steps"]
+        self.skipped, self.elapsed = state["skipped"], state["elapsed"]
+        self.start = time.perf_counter()
+
+
 def train_one_epoch(
     model,
     objective,
@@ -28,19 +84,22 @@ def train_one_epoch(
     device: torch.device,
     *,
     epoch: int,
+    meter: EpochMeter | None = None,
     teacher=None,
     amp_dtype: torch.dtype | None = None,
-    log_every: int = 50,
-    on_log: Callable[[int, dict], None] | None = None,
+    skip_nonfinite: int = 0,
+    after_step: Callable[[EpochMeter], None] | None = None,
 ) -> dict:
-    """One pass over ``loader``; returns epoch means of every loss part, acc1, lr, images/s."""
+    """One pass over ``loader``; returns epoch means of every loss part, acc1 and images/s.
+
+    ``skip_nonfinite``: how many steps with a NaN/inf loss may be skipped (no optimizer update)
+    before the run is declared diverged; 0 stops at the first. ``after_step`` runs after every
+    step (progress, step checkpoints, preemption) and may raise to stop the epoch.
+    """
     model.train()
     objective.set_epoch(epoch)
-    sums: dict[str, torch.Tensor] = {}
-    correct = torch.zeros((), device=device)
-    seen = 0
-    start = time.perf_counter()
-    for step, (images, labels) in enumerate(loader):
+    meter = meter or EpochMeter(device)
+    for images, labels in loader:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         images, targets = regularizer(images, labels)  # targets (B, K), soft
@@ -51,32 +110,24 @@ def train_one_epoch(
                 with torch.no_grad():
                     teacher_out = teacher(images)
             total, parts = objective(student, teacher_out, targets)
-        if not torch.isfinite(total):
-            raise Diverged(f"training loss became {total.item()} at epoch {epoch}, step {step}")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-
-        batch = labels.shape[0]
-        seen += batch
-        for name, value in {"loss": total.detach(), **parts}.items():
-            sums[name] = sums.get(name, 0.0) + value * batch
-        correct += (student.logits.detach().argmax(1) == targets.argmax(1)).sum()
-        if on_log is not None and (step + 1) % log_every == 0:
-            on_log(step + 1, summarize(sums, correct, seen, start))
-    stats = summarize(sums, correct, seen, start)
+        meter.steps += 1
+        if not torch.isfinite(total):
+            meter.skipped += 1
+            if meter.skipped > skip_nonfinite:
+                raise Diverged(
+                    f"training loss became {total.item()} at epoch {epoch + 1}, step {meter.steps}"
+                )
+            scheduler.step()  # keep the schedule on the step count
+        else:
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            meter.update(total, parts, student.logits, targets)
+        if after_step is not None:
+            after_step(meter)
+    stats = meter.summary()
     stats["lr"] = optimizer.param_groups[0]["lr"]
-    return stats
-
-
-def summarize(sums: dict, correct: torch.Tensor, seen: int, start: float) -> dict:
-    """Read the device accumulators once (one host sync) into plain floats."""
-    names = list(sums)
-    values = torch.stack([sums[n] for n in names] + [correct]).double().cpu().tolist()
-    stats = {f"train/{n}": v / max(seen, 1) for n, v in zip(names, values[:-1], strict=True)}
-    stats["train/acc1"] = 100.0 * values[-1] / max(seen, 1)
-    stats["train/images_per_s"] = seen / max(time.perf_counter() - start, 1e-9)
     return stats
 
 

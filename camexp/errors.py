@@ -11,3 +11,7 @@ class UserError(Exception):
 
 class Diverged(Exception):
     """The training loss became NaN or inf; raised before the optimizer step."""
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGUSR1 arrived; ``last.pt`` holds the state to continue from."""

@@ -13,9 +13,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from camexp.errors import Diverged, UserError
+from camexp.checkpoint import load_checkpoint
+from camexp.errors import Diverged, Preempted, UserError
 from camexp.tasks.record import RunRecord
 
 log = logging.getLogger("camexp")
@@ -24,8 +25,41 @@ log = logging.getLogger("camexp")
 # is read as a Python package when camexp runs as a console script.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
+# Used by configs/config.yaml's hydra.run.dir and hydra.output_subdir (see `resume`).
+OmegaConf.register_new_resolver(
+    "camexp_run_dir", lambda resume, default: resume or default, replace=True
+)
+OmegaConf.register_new_resolver(
+    "camexp_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True
+)
+# Run and sweep folders end in the launching process's id, so runs started in the same
+# microsecond (an array of single jobs) never share a folder. Cached: a sweep's jobs, resolved in
+# worker processes, see the launcher's id and hence its folder.
+OmegaConf.register_new_resolver("camexp_pid", os.getpid, use_cache=True, replace=True)
+RESUME_ALLOWED = ("resume", "progress", "log_every", "tensorboard", "device", "checkpoint_every")
+
+
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    """``resume=RUN_DIR``: the run continues with the config saved in its last checkpoint."""
+    run_dir = str(cfg.resume)
+    extra = [o for o in overrides if o.split("=")[0].lstrip("+~") not in RESUME_ALLOWED]
+    if extra:
+        raise UserError(
+            f"resume={run_dir} continues that run with its own config; drop {' '.join(extra)}"
+        )
+    state = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"))
+    resumed = OmegaConf.create(state["config"])
+    for override in overrides:  # the few volatile keys the command line may still change
+        key, _, _ = override.partition("=")
+        OmegaConf.update(resumed, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")))
+    saved = os.path.join(run_dir, ".hydra", "overrides.yaml")
+    original = list(OmegaConf.load(saved)) if os.path.exists(saved) else []
+    return resumed, original
+
+
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (resume)
 
 
 def load_task(name: str):
@@ -39,11 +73,25 @@ def load_task(name: str):
 
 def run_task(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
-    record = RunRecord(hydra_cfg.runtime.output_dir, cfg, list(hydra_cfg.overrides.task))
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    overrides = list(hydra_cfg.overrides.task)
+    if cfg.get("resume"):
+        try:
+            cfg, overrides = resumed_config(cfg, overrides)
+        except UserError as err:
+            print(f"camexp: error: {err}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+    record = RunRecord(hydra_cfg.runtime.output_dir, cfg, overrides)
     try:
         return load_task(str(cfg.task.name)).run(cfg, record)
+    except Preempted as err:
+        record.fail("preempted", err)
+        log.warning("%s; continue with resume=%s", err, record.run_dir)
+        print(f"camexp: {err}; continue with resume={record.run_dir}", file=sys.stderr)
+        if not multirun:
+            sys.exit(EXIT_PREEMPTED)
+        return None
     except (UserError, Diverged) as err:
         diverged = isinstance(err, Diverged)
         record.fail("diverged" if diverged else "failed", err)

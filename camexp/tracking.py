@@ -69,7 +69,7 @@ class Tracker:
 
             self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
-    def log_epoch(self, epoch: int, row: dict) -> None:
+    def log_epoch(self, epoch: int, row: dict, echo: bool = True) -> None:
         row = {"epoch": epoch, **row}
         if self.columns is None:
             self.columns = list(row)
@@ -77,11 +77,13 @@ class Tracker:
                 csv.writer(f).writerow(self.columns)
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([format_value(row.get(c, "")) for c in self.columns])
-        if self.writer is not None:
+        if self.writer is not None and echo:
             for name, value in row.items():
                 if name != "epoch" and isinstance(value, int | float):
                     self.writer.add_scalar(name, value, epoch)
             self.writer.flush()
+        if not echo:
+            return
         log.info(
             "epoch %d  %s",
             epoch,
@@ -91,6 +93,14 @@ class Tracker:
                 if k != "epoch" and ("acc1" in k or k.startswith("train/loss") or k == "lr")
             ),
         )
+
+    def rewrite(self, history: list[dict]) -> None:
+        """Start metrics.csv over from a resumed run's history (no duplicate epochs)."""
+        self.columns = None
+        if os.path.exists(self.csv_path):
+            os.unlink(self.csv_path)
+        for epoch, row in enumerate(history, start=1):
+            self.log_epoch(epoch, row, echo=False)
 
     def add_image(self, tag: str, image, step: int) -> None:
         if self.writer is not None:

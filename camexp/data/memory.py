@@ -41,6 +41,8 @@ class InMemoryLoader:
         self.std = torch.tensor(std, device=self.device).view(shape) * 255.0
         # CPU generator: its state is device-independent, so a checkpoint resumes anywhere.
         self.generator = torch.Generator().manual_seed(seed)
+        self.order: torch.Tensor | None = None  # this epoch's permutation
+        self.position = 0  # batches of this epoch already handed out
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -50,14 +52,34 @@ class InMemoryLoader:
     def num_images(self) -> int:
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
+    def state_dict(self) -> dict:
+        """Where the epoch stands: resuming from it replays the rest of the epoch exactly."""
+        mid_epoch = self.order is not None and 0 < self.position < len(self)
+        return {
+            "generator": self.generator.get_state(),
+            "order": self.order.cpu() if mid_epoch else None,
+            "position": self.position if mid_epoch else 0,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        order = state["order"]
+        self.order = order.to(self.device) if order is not None else None
+        self.position = state["position"]
+
     def __iter__(self):
         n = len(self.labels)
-        if self.train:
-            order = torch.randperm(n, generator=self.generator).to(self.device)
+        if self.order is not None and 0 < self.position < len(self):
+            order, first = self.order, self.position  # resuming inside an epoch
+        elif self.train:
+            order, first = torch.randperm(n, generator=self.generator).to(self.device), 0
         else:
-            order = torch.arange(n, device=self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            order, first = torch.arange(n, device=self.device), 0
+        self.order = order
+        for batch_index in range(first, len(self)):
+            start = batch_index * self.batch_size
             index = order[start : start + self.batch_size]
+            self.position = batch_index + 1
             images = self.images[index].float()  # (B, C, H, W)
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding, self.generator)

@@ -34,6 +34,12 @@ class Regularizer:
         self.cutout_size = cutout_size
         self.rng = np.random.Generator(np.random.PCG64(seed))
 
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def soft_targets(self, labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """One-hot with ``label_smoothing`` spread uniformly over all K classes (B, K)."""
         off = self.label_smoothing / self.num_classes
@@ -80,5 +86,6 @@ def cutout(images: torch.Tensor, size: int, rng: np.random.Generator) -> torch.T
     cx = torch.as_tensor(rng.integers(0, w, b), device=images.device)[:, None, None]
     ys = torch.arange(h, device=images.device)[None, :, None]
     xs = torch.arange(w, device=images.device)[None, None, :]
-    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)  # (B, H, W)
+    top, left = cy - size // 2, cx - size // 2  # a size x size square, as DeVries & Taylor's
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)  # (B, H, W)
     return images.masked_fill(inside[:, None], 0.0)

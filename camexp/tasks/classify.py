@@ -72,6 +72,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         amp_dtype=build.amp_dtype(str(cfg.amp), device),
         log_every=int(cfg.log_every),
         progress=progress_from(cfg.progress),
+        cam_quality=build.build_cam_quality(cfg),
     )
     try:
         results = trainer.fit()

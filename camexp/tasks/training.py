@@ -1,20 +1,36 @@
 """The epoch loop shared by every training task: train, validate, checkpoint, picture, and
-finally test the last and the best-on-val weights. The step loop itself is engine.py."""
+finally test the last and the best-on-val weights. The step loop itself is engine.py.
+
+Resume is exact: ``checkpoints/last.pt`` holds the model, optimizer, scheduler, every RNG state
+(python, numpy, torch, CUDA, the loader's and the regularizer's generators), the loader's place
+inside the epoch, the epoch's running sums and the metrics history. A run folder that already
+holds ``last.pt`` continues from it, rewriting metrics.csv from the saved history, so a run killed
+at any point and resumed ends with the same metrics as one never interrupted (on CPU with
+``deterministic=true``; bit-for-bit for the in-memory data path).
+"""
 
 import logging
+import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from camexp.checkpoint import load_checkpoint, rng_state, save_checkpoint
-from camexp.engine import evaluate, train_one_epoch
-from camexp.errors import Diverged
+from camexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from camexp.convergence import convergence_epochs
+from camexp.engine import EpochMeter, evaluate, train_one_epoch
+from camexp.errors import Diverged, Preempted, UserError
 from camexp.pictures import cam_grid, save_png
 from camexp.tracking import Progress, Tracker
 
 log = logging.getLogger(__name__)
+
+# Keys that do not change a run's results: a resumed run may differ from its checkpoint in these.
+VOLATILE_KEYS = ("resume", "progress", "log_every", "tensorboard", "eval_batch_size", "device",
+                 "checkpoint_every", "paths")  # fmt: skip
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM sends one of these before a time limit
 
 
 @dataclass
@@ -34,111 +50,180 @@ class Trainer:
     teacher: torch.nn.Module | None = None
     amp_dtype: torch.dtype | None = None
     log_every: int = 50
+    checkpoint_every: int = 0  # also save last.pt every N steps (0: at epoch ends only)
+    skip_nonfinite: int = 0  # steps with a NaN/inf loss that may be skipped in total
     progress: Progress = field(default_factory=Progress)
     history: list = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    epoch: int = 0  # completed epochs
+    meter: EpochMeter | None = None  # the running epoch, when resuming inside it
+    preempt_requested: bool = False
+    cam_quality: object | None = None  # camexp.metrics.CamQuality: CAM metrics at the end (#9)
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self, epoch: int) -> dict:
+    def checkpoint_path(self, name: str) -> str:
+        return os.path.join(self.run_dir, "checkpoints", f"{name}.pt")
+
+    def resumable_loader(self) -> bool:
+        return hasattr(self.data.train, "state_dict")
+
+    def state(self, meter: EpochMeter | None = None) -> dict:
+        """Everything needed to continue; ``meter`` set means "inside epoch self.epoch + 1"."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "epoch": epoch,
-            "step": epoch * len(self.data.train),
+            "epoch": self.epoch,
+            "step": self.epoch * len(self.data.train) + (meter.steps if meter else 0),
             "rng": rng_state(),
-            "loader_rng": self.data.train.generator.get_state()
-            if hasattr(self.data.train, "generator")
-            and isinstance(self.data.train.generator, torch.Generator)
-            else None,
+            "loader": self.data.train.state_dict() if self.resumable_loader() else None,
+            "regularizer": self.regularizer.state_dict(),
+            "meter": meter.state_dict() if meter else None,
+            "history": self.history,
+            "best": {"acc1": self.best_acc, "epoch": self.best_epoch},
             "config": self.config,
             "meta": self.meta,
         }
 
-    def checkpoint_path(self, name: str) -> str:
-        return os.path.join(self.run_dir, "checkpoints", f"{name}.pt")
+    def save(self, name: str, meter: EpochMeter | None = None) -> None:
+        """Never write a poisoned state: a non-finite weight or buffer means divergence."""
+        for key, value in self.model.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise Diverged(f"{key} holds NaN/inf after epoch {self.epoch}; no checkpoint saved")
+        save_checkpoint(self.checkpoint_path(name), self.state(meter))
+
+    def resume_if_possible(self) -> None:
+        path = self.checkpoint_path("last")
+        if not os.path.exists(path):
+            return
+        state = load_checkpoint(path)
+        differing = config_difference(state.get("config", {}), self.config)
+        if differing:
+            raise UserError(
+                f"{self.run_dir} already holds a checkpoint of another config (differs in "
+                f"{', '.join(differing[:5])}); use a new run folder, or resume={self.run_dir} "
+                "to continue that run with its own config"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.regularizer.load_state_dict(state["regularizer"])
+        if state["loader"] is not None and self.resumable_loader():
+            self.data.train.load_state_dict(state["loader"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.best_acc, self.best_epoch = state["best"]["acc1"], state["best"]["epoch"]
+        if state["meter"] is not None and self.resumable_loader():
+            self.meter = EpochMeter(self.device)
+            self.meter.load_state_dict(state["meter"])
+        set_rng_state(state["rng"])
+        self.tracker.rewrite(self.history)
+        log.info("resumed %s at epoch %d, step %d", path, self.epoch, state["step"])
+
+    # ------------------------------------------------------------------ signals
+    def request_preemption(self, signum, frame) -> None:
+        log.warning("received %s: saving at the end of this step", signal.Signals(signum).name)
+        self.preempt_requested = True
+
+    def install_signal_handlers(self) -> dict:
+        previous = {}
+        for name in PREEMPT_SIGNALS:
+            if hasattr(signal, name):
+                try:
+                    previous[name] = signal.signal(getattr(signal, name), self.request_preemption)
+                except ValueError:  # not the main thread: leave signals to the caller
+                    return previous
+        return previous
+
+    def after_step(self, meter: EpochMeter, bar) -> None:
+        if self.preempt_requested:
+            if self.resumable_loader():
+                self.save("last", meter)
+            raise Preempted(f"preempted at epoch {self.epoch + 1}, step {meter.steps}")
+        if self.checkpoint_every and meter.steps % self.checkpoint_every == 0:
+            if self.resumable_loader() and meter.steps < len(self.data.train):
+                self.save("last", meter)
+        if bar is not None and meter.steps % self.log_every == 0:
+            Progress.show(bar, meter.summary())
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
-        best_acc, best_epoch = -1.0, 0
-        stats = {}
-        for epoch in range(1, self.epochs + 1):
-            started = time.perf_counter()
-            loader, bar = self.progress.wrap(self.data.train, f"epoch {epoch}/{self.epochs}")
-            try:
-                stats = train_one_epoch(
-                    self.model,
-                    self.objective,
-                    loader,
-                    self.optimizer,
-                    self.scheduler,
-                    self.regularizer,
-                    self.device,
-                    epoch=epoch - 1,
-                    teacher=self.teacher,
-                    amp_dtype=self.amp_dtype,
-                    log_every=self.log_every,
-                    on_log=lambda step, s, bar=bar: Progress.show(bar, s),
-                )
-            except Diverged as err:
-                err.epochs_completed = epoch - 1
-                err.metrics = self.summary_metrics(best_acc, best_epoch)
-                raise
-            finally:
-                if bar is not None:
-                    bar.close()
-            row = dict(stats)
-            selection = self.data.val or self.data.test
-            row.update(
-                evaluate(self.model, selection, self.device, amp_dtype=self.amp_dtype, prefix="val")
-            )
-            row["epoch_time_s"] = time.perf_counter() - started
-            self.history.append(row)
-            self.tracker.log_epoch(epoch, row)
-            self.log_pictures(epoch)
-            save_checkpoint(self.checkpoint_path("last"), self.state(epoch))
-            if row["val/acc1"] > best_acc:
-                best_acc, best_epoch = row["val/acc1"], epoch
-                save_checkpoint(self.checkpoint_path("best"), self.state(epoch))
-        return self.finish(best_acc, best_epoch)
+        self.resume_if_possible()
+        previous = self.install_signal_handlers()
+        try:
+            while self.epoch < self.epochs:
+                self.run_epoch()
+        except (Diverged, Preempted) as err:
+            err.epochs_completed = self.epoch
+            err.metrics = self.summary_metrics()
+            raise
+        finally:
+            for name, handler in previous.items():
+                signal.signal(getattr(signal, name), handler)
+        return self.finish()
+
+    def run_epoch(self) -> None:
+        epoch = self.epoch + 1
+        started = time.perf_counter()
+        meter, self.meter = self.meter or EpochMeter(self.device), None
+        loader, bar = self.progress.wrap(self.data.train, f"epoch {epoch}/{self.epochs}")
+        skipped = sum(row.get("train/skipped_steps", 0) for row in self.history)
+        try:
+            stats = train_one_epoch(
+                self.model, self.objective, loader, self.optimizer, self.scheduler,
+                self.regularizer, self.device, epoch=epoch - 1, meter=meter, teacher=self.teacher,
+                amp_dtype=self.amp_dtype, skip_nonfinite=self.skip_nonfinite - skipped,
+                after_step=lambda m: self.after_step(m, bar),
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+        row = dict(stats)
+        selection = self.data.val or self.data.test
+        row.update(evaluate(self.model, selection, self.device, amp_dtype=self.amp_dtype))
+        row["epoch_time_s"] = time.perf_counter() - started
+        self.epoch = epoch
+        self.history.append(row)
+        improved = row["val/acc1"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = row["val/acc1"], epoch
+        self.log_pictures(epoch)
+        # best.pt first: a kill between the two saves resumes from the older last.pt and
+        # recomputes this epoch, which rewrites the same best.pt.
+        if improved:
+            self.save("best")
+        self.save("last")
+        self.tracker.log_epoch(epoch, row)
 
     def log_pictures(self, epoch: int) -> torch.Tensor | None:
         if len(self.data.picture_labels) == 0:
             return None
-        grid = cam_grid(
-            self.model,
-            self.data.picture_images,
-            self.data.picture_labels,
-            self.data.mean,
-            self.data.std,
-        )
+        grid = cam_grid(self.model, self.data.picture_images, self.data.picture_labels,
+                        self.data.mean, self.data.std)  # fmt: skip
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
 
-    def summary_metrics(self, best_acc: float, best_epoch: int) -> dict:
+    def summary_metrics(self) -> dict:
         if not self.history:
             return {}
-        return {
-            "val/acc1_best": best_acc,
-            "val/acc1_last": self.history[-1]["val/acc1"],
-            "best_epoch": best_epoch,
-        }
+        return {"val/acc1_best": self.best_acc, "val/acc1_last": self.history[-1]["val/acc1"],
+                "best_epoch": self.best_epoch}  # fmt: skip
 
-    def finish(self, best_acc: float, best_epoch: int) -> dict:
+    def finish(self) -> dict:
         """Test with the last weights, then with the best-on-val weights; pictures to PNG."""
-        metrics = self.summary_metrics(best_acc, best_epoch)
-        metrics.update(
-            evaluate(
-                self.model, self.data.test, self.device, amp_dtype=self.amp_dtype, prefix="test"
-            )
-        )
+        metrics = self.summary_metrics()
+        metrics.update(convergence_epochs([row["val/acc1"] for row in self.history]))
+        metrics.update(evaluate(self.model, self.data.test, self.device,
+                                amp_dtype=self.amp_dtype, prefix="test"))  # fmt: skip
         grid = self.log_pictures(self.epochs)
         if grid is not None:
             save_png(grid, os.path.join(self.run_dir, "cams.png"))
+        if self.cam_quality is not None:  # with the last weights, like test/acc1
+            metrics.update(self.cam_quality(self.model, self.data, self.device))
         last_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
-        best = evaluate(
-            self.model, self.data.test, self.device, amp_dtype=self.amp_dtype, prefix="test"
-        )
+        best = evaluate(self.model, self.data.test, self.device, amp_dtype=self.amp_dtype,
+                        prefix="test")  # fmt: skip
         metrics.update({k.replace("test/", "test_best/"): v for k, v in best.items()})
         self.model.load_state_dict(last_state)
         metrics.pop("test/images_per_s", None)
@@ -151,3 +236,18 @@ class Trainer:
             "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
             "train_images_per_s": round(sum(steady) / len(steady), 1),
         }
+
+
+def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring keys that do not change results."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        if not prefix and key in VOLATILE_KEYS:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_difference(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
+            out.append(f"{prefix}{key}")
+    return out
