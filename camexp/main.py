@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,8 +48,18 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
         raise UserError(
             f"resume={run_dir} continues that run with its own config; drop {' '.join(extra)}"
         )
-    state = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"))
-    resumed = OmegaConf.create(state["config"])
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    composed = os.path.join(run_dir, ".hydra", "config.yaml")
+    if os.path.exists(last):
+        resumed = OmegaConf.create(load_checkpoint(last)["config"])
+    elif os.path.exists(composed):  # killed before its first checkpoint: start it over
+        resumed = OmegaConf.load(composed)
+    else:
+        raise UserError(
+            f"resume={run_dir}: no checkpoints/last.pt or .hydra/config.yaml there; "
+            "pass a camexp run folder"
+        )
+    resumed.resume = run_dir
     for override in overrides:  # the few volatile keys the command line may still change
         key, _, _ = override.partition("=")
         OmegaConf.update(resumed, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")))
@@ -69,6 +80,14 @@ def load_task(name: str):
         if err.name != f"camexp.tasks.{name}":
             raise
         raise UserError(f"unknown task {name!r}; see `camexp --help` for the task options") from err
+
+
+def user_error_of(err: Exception) -> Exception | None:
+    """The UserError or Diverged behind ``err``: hydra's ``instantiate`` wraps whatever a
+    ``_target_`` raises (a dataset reader, a loss's option check) in InstantiationException."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err if isinstance(err, UserError | Diverged) else None
 
 
 def run_task(cfg: DictConfig) -> dict | None:
@@ -92,7 +111,11 @@ def run_task(cfg: DictConfig) -> dict | None:
         if not multirun:
             sys.exit(EXIT_PREEMPTED)
         return None
-    except (UserError, Diverged) as err:
+    except (UserError, Diverged, InstantiationException) as raised:
+        err = user_error_of(raised)
+        if err is None:
+            record.fail("failed", raised)
+            raise
         diverged = isinstance(err, Diverged)
         record.fail("diverged" if diverged else "failed", err)
         log.error("%s", err)

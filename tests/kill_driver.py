@@ -1,6 +1,7 @@
 """Run camexp and die with SIGKILL at a chosen point (used by tests/test_resume.py).
 
     python tests/kill_driver.py step:N  camexp-overrides...   SIGKILL after training step N
+    python tests/kill_driver.py term:N  camexp-overrides...   SIGTERM to itself after step N
     python tests/kill_driver.py save:N  camexp-overrides...   SIGKILL inside the N-th checkpoint
                                                               save, after the temporary file is
                                                               written and before it is renamed
@@ -19,12 +20,12 @@ limit = int(count)
 calls = {"n": 0}
 
 
-def kill_after_step(after_step):
+def signal_after_step(after_step, signum):
     def wrapper(*args, **kwargs):
         after_step(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == limit:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
     return wrapper
 
@@ -40,14 +41,15 @@ def kill_inside_save(replace):
     return wrapper
 
 
-if kind == "step":
-    camexp.tasks.training.Trainer.after_step = kill_after_step(
-        camexp.tasks.training.Trainer.after_step
+if kind in ("step", "term"):
+    camexp.tasks.training.Trainer.after_step = signal_after_step(
+        camexp.tasks.training.Trainer.after_step,
+        signal.SIGKILL if kind == "step" else signal.SIGTERM,
     )
 elif kind == "save":
     camexp.checkpoint.os.replace = kill_inside_save(os.replace)
 else:
-    raise SystemExit(f"unknown kill point {sys.argv[1]!r}; use step:N or save:N")
+    raise SystemExit(f"unknown kill point {sys.argv[1]!r}; use step:N, term:N or save:N")
 
 sys.argv = [sys.argv[0], *sys.argv[2:]]
 main()

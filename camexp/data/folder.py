@@ -2,9 +2,10 @@
 workers, with the usual ImageNet-style augmentation, pinned memory and non-blocking copies."""
 
 import os
+from typing import NamedTuple
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision import datasets, transforms
 
 from camexp.errors import UserError
@@ -46,11 +47,19 @@ def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: floa
 
 
 def folder_loader(
-    dataset, batch_size: int, *, train: bool, workers: int, device: torch.device, seed: int = 0
-) -> DataLoader:
+    dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    workers: int,
+    device: torch.device,
+    seed: int = 0,
+    on_corrupt: str = "stop",
+) -> "CheckedLoader":
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
+    loader = DataLoader(
+        CheckedImages(dataset),
+        collate_fn=collate_checked,
         batch_size=batch_size,
         shuffle=train,
         drop_last=train,
@@ -59,3 +68,73 @@ def folder_loader(
         persistent_workers=workers > 0,
         generator=generator,
     )
+    return CheckedLoader(loader, on_corrupt)
+
+
+class CorruptImage(NamedTuple):
+    """Stands in for a sample whose file could not be decoded (crosses worker processes)."""
+
+    path: str
+    error: str
+
+
+def image_path(dataset, index: int) -> str:
+    """The file behind ``dataset[index]`` (ImageFolder ``samples``, camexp ``paths``, Subsets)."""
+    if isinstance(dataset, Subset):
+        return image_path(dataset.dataset, dataset.indices[index])
+    if hasattr(dataset, "samples"):
+        return str(dataset.samples[index][0])
+    if hasattr(dataset, "paths"):
+        return str(dataset.paths[index])
+    return f"image #{index}"
+
+
+class CheckedImages(Dataset):
+    """Turns an unreadable image into a :class:`CorruptImage` instead of a worker traceback."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for bad files
+            return CorruptImage(image_path(self.dataset, index), f"{type(err).__name__}: {err}")
+
+
+def collate_checked(batch):
+    good = [sample for sample in batch if not isinstance(sample, CorruptImage)]
+    bad = [sample for sample in batch if isinstance(sample, CorruptImage)]
+    images, labels = default_collate(good) if good else (None, None)
+    return images, labels, bad
+
+
+class CheckedLoader:
+    """Iterates a DataLoader over :class:`CheckedImages`; in the main process, stops with the
+    path of the first unreadable image (``on_corrupt="stop"``) or skips and records it."""
+
+    def __init__(self, loader: DataLoader, on_corrupt: str = "stop"):
+        if on_corrupt not in ("stop", "skip"):
+            raise UserError(f"dataset.on_corrupt={on_corrupt!r} is not an option; use stop or skip")
+        self.loader = loader
+        self.on_corrupt = on_corrupt
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels, bad in self.loader:
+            for sample in bad:
+                if self.on_corrupt == "stop":
+                    raise UserError(
+                        f"unreadable image {sample.path} ({sample.error}); replace or delete "
+                        "it, or set dataset.on_corrupt=skip"
+                    )
+                if sample.path not in self.skipped:
+                    self.skipped.append(sample.path)
+            if images is not None:
+                yield images, labels

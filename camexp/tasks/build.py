@@ -23,6 +23,8 @@ from camexp.data.regularizers import Regularizer
 from camexp.data.sources import ArraySplit, split_train_val
 from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
+from camexp.metrics.boxes import folder_test_boxes
+from camexp.teacher import check_teacher_terms
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class Data:
     classes: list
     picture_images: torch.Tensor  # a fixed batch of normalised val images for CAM pictures
     picture_labels: torch.Tensor
+    test_boxes: list | None = None  # per test image (n, 4) boxes, for CAM metrics (#9)
 
 
 def take(images: torch.Tensor, labels: torch.Tensor, count: int | None):
@@ -134,6 +137,7 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
     return Data(
         train, val, test_loader, len(full.classes), channels, size, mean, std,
         list(full.classes), pic_images, shown.labels[:n_pic],
+        test_boxes=getattr(test, "boxes", None) or None,
     )  # fmt: skip
 
 
@@ -154,7 +158,9 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
         train_set = Subset(train_set, train_idx.tolist())
         val_set = Subset(held_out, val_idx.tolist())
     workers, batch = int(d.workers), int(cfg.batch_size)
-    loader = partial(folder_loader, workers=workers, device=device)
+    loader = partial(
+        folder_loader, workers=workers, device=device, on_corrupt=str(d.get("on_corrupt", "stop"))
+    )
     train = loader(train_set, batch, train=True, seed=int(cfg.seed))
     val = loader(val_set, batch, train=False) if val_set is not None else None
     test = loader(test_set, batch, train=False)
@@ -166,13 +172,18 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     return Data(
         train, val, test, len(classes), pic_images.shape[1], size, mean, std, classes,
         pic_images, pic_labels,
+        test_boxes=folder_test_boxes(test_set, size, d.get("root"))  # CUB / ImageNet boxes (#9)
+        if cfg.get("metrics") and cfg.metrics.get("localization") else None,
     )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- model and loss
 def build_loss(cfg: DictConfig) -> Objective:
     terms = OmegaConf.to_container(cfg.loss, resolve=True)
-    return build_objective(terms, instantiate)
+    objective = build_objective(terms, instantiate)
+    # KD terms (needs_teacher) stop here unless task=kd supplies a teacher (camexp/teacher.py)
+    check_teacher_terms(objective, has_teacher=str(cfg.task.name) == "kd")
+    return objective
 
 
 def build_model(cfg: DictConfig, data: Data, needs_cam: bool, device: torch.device) -> Backbone:
@@ -235,3 +246,9 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
     return instantiate(cfg.sched)(
         optimizer, epochs=int(cfg.epochs), steps_per_epoch=steps_per_epoch
     )
+
+
+# ----------------------------------------------------------------------------- CAM quality (#9)
+def build_cam_quality(cfg: DictConfig):
+    """``cfg.metrics`` -> camexp.metrics.CamQuality, or None when the group is absent."""
+    return instantiate(cfg.metrics) if cfg.get("metrics") else None

@@ -181,6 +181,8 @@ class Trainer:
         row = dict(stats)
         selection = self.data.val or self.data.test
         row.update(evaluate(self.model, selection, self.device, amp_dtype=self.amp_dtype))
+        if not math.isfinite(row["val/loss"]):  # finite weights can still overflow: lr too high
+            raise Diverged(f"the validation loss is {row['val/loss']} after epoch {epoch}")
         row["epoch_time_s"] = time.perf_counter() - started
         self.epoch = epoch
         self.history.append(row)
@@ -235,6 +237,8 @@ class Trainer:
             "epochs_completed": len(self.history),
             "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
             "train_images_per_s": round(sum(steady) / len(steady), 1),
+            # folder datasets with on_corrupt=skip: the unreadable training images left out
+            "skipped_images": getattr(self.data.train, "skipped", []),
         }
 
 
