@@ -89,9 +89,14 @@ def head_is_gap_linear(model: nn.Module, in_chans: int, image_size: int) -> tupl
     x = torch.randn(2, in_chans, image_size, image_size)
     try:
         features = model.forward_features(x)
-        if features.dim() != 4 or not isinstance(model.get_classifier(), nn.Linear):
-            return False, tuple(features.shape[1:])
         fc = model.get_classifier()
+        # MobileNetV3's conv_head sits between the features and a Linear of another width
+        if (
+            features.dim() != 4
+            or not isinstance(fc, nn.Linear)
+            or fc.in_features != features.shape[1]
+        ):
+            return False, tuple(features.shape[1:])
         ours = F.linear(features.mean(dim=(2, 3)), fc.weight, fc.bias)
         theirs = model.forward_head(features)
         exact = ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)

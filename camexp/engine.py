@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from camexp.distributed import sum_across_ranks
 from camexp.errors import Diverged
 
 
@@ -42,17 +43,20 @@ class EpochMeter:
             self.sums[name] = value * batch if previous is None else previous + value * batch
         self.correct += (logits.detach().argmax(1) == targets.argmax(1)).sum()
 
-    def summary(self) -> dict:
-        """Read the accumulators once (one host sync) into plain floats."""
+    def summary(self, across_ranks: bool = True) -> dict:
+        """Read the accumulators once (one host sync) into plain floats; under torchrun the
+        sums of every rank are added first (a collective: every rank must call it)."""
         names = list(self.sums)
-        values = torch.stack([self.sums[n] for n in names] + [self.correct]).double().cpu()
-        n = max(self.seen, 1)
-        stats = {
-            f"train/{name}": v / n for name, v in zip(names, values[:-1].tolist(), strict=True)
-        }
-        stats["train/acc1"] = 100.0 * values[-1].item() / n
+        seen = torch.tensor(float(self.seen), device=self.device)
+        values = torch.stack([t.double() for t in [*map(self.sums.get, names), self.correct, seen]])
+        if across_ranks:
+            values = sum_across_ranks(values)
+        values = values.cpu().tolist()
+        n = max(values[-1], 1.0)
+        stats = {f"train/{name}": v / n for name, v in zip(names, values[:-2], strict=True)}
+        stats["train/acc1"] = 100.0 * values[-2] / n
         seconds = self.elapsed + time.perf_counter() - self.start
-        stats["train/images_per_s"] = self.seen / max(seconds, 1e-9)
+        stats["train/images_per_s"] = values[-1] / max(seconds, 1e-9)
         stats["train/skipped_steps"] = self.skipped
         return stats
 

@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from camexp import distributed
 from camexp.checkpoint import load_checkpoint
 from camexp.errors import Diverged, Preempted, UserError
 from camexp.tasks.record import RunRecord
@@ -27,9 +28,14 @@ log = logging.getLogger("camexp")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 # Used by configs/config.yaml's hydra.run.dir and hydra.output_subdir (see `resume`).
-OmegaConf.register_new_resolver(
-    "camexp_run_dir", lambda resume, default: resume or default, replace=True
-)
+# Under torchrun, ranks other than 0 get a scratch folder of their own: rank 0 writes the run.
+def run_dir_resolver(resume, default):
+    if resume:
+        return resume
+    return default if distributed.is_main() else distributed.side_run_dir()
+
+
+OmegaConf.register_new_resolver("camexp_run_dir", run_dir_resolver, replace=True)
 OmegaConf.register_new_resolver(
     "camexp_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True
 )
@@ -128,6 +134,8 @@ def run_task(cfg: DictConfig) -> dict | None:
     except Exception as err:
         record.fail("failed", err)
         raise
+    finally:
+        distributed.remove_side_run_dir(hydra_cfg.runtime.output_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 
+from camexp.distributed import is_main
+
 log = logging.getLogger(__name__)
 
 
@@ -64,12 +66,15 @@ class Tracker:
         self.results_path = os.path.join(run_dir, "results.json")
         self.columns: list[str] | None = None
         self.writer = None
-        if tensorboard:
+        self.enabled = is_main()  # under torchrun only rank 0 writes the run folder
+        if tensorboard and self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
     def log_epoch(self, epoch: int, row: dict, echo: bool = True) -> None:
+        if not self.enabled:
+            return
         row = {"epoch": epoch, **row}
         if self.columns is None:
             self.columns = list(row)
@@ -115,7 +120,8 @@ class Tracker:
             self.writer.add_hparams(clean, metrics, run_name="hparams")
 
     def write_results(self, results: dict) -> None:
-        write_json_atomic(self.results_path, results)
+        if self.enabled:
+            write_json_atomic(self.results_path, results)
 
     def close(self) -> None:
         if self.writer is not None:

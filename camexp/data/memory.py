@@ -26,6 +26,7 @@ class InMemoryLoader:
         device: torch.device | str = "cpu",
         seed: int = 0,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8 (N, C, H, W)
@@ -39,14 +40,21 @@ class InMemoryLoader:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255.0
         self.std = torch.tensor(std, device=self.device).view(shape) * 255.0
-        # CPU generator: its state is device-independent, so a checkpoint resumes anywhere.
+        # CPU generators: their state is device-independent, so a checkpoint resumes anywhere.
+        # Under torchrun every rank draws the same order (same seed) and takes its shard
+        # (rank, world) of each global batch of batch_size * world images; augmentations are
+        # drawn per rank.
+        self.rank, self.world = shard
         self.generator = torch.Generator().manual_seed(seed)
+        self.aug_generator = self.generator
+        if self.world > 1:
+            self.aug_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))
         self.order: torch.Tensor | None = None  # this epoch's permutation
         self.position = 0  # batches of this epoch already handed out
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, per_step = len(self.labels), self.batch_size * self.world
+        return n // per_step if self.drop_last else -(-n // per_step)
 
     @property
     def num_images(self) -> int:
@@ -57,12 +65,14 @@ class InMemoryLoader:
         mid_epoch = self.order is not None and 0 < self.position < len(self)
         return {
             "generator": self.generator.get_state(),
+            "aug_generator": self.aug_generator.get_state(),
             "order": self.order.cpu() if mid_epoch else None,
             "position": self.position if mid_epoch else 0,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.aug_generator.set_state(state["aug_generator"])
         order = state["order"]
         self.order = order.to(self.device) if order is not None else None
         self.position = state["position"]
@@ -77,14 +87,14 @@ class InMemoryLoader:
             order, first = torch.arange(n, device=self.device), 0
         self.order = order
         for batch_index in range(first, len(self)):
-            start = batch_index * self.batch_size
+            start = (batch_index * self.world + self.rank) * self.batch_size
             index = order[start : start + self.batch_size]
             self.position = batch_index + 1
             images = self.images[index].float()  # (B, C, H, W)
             if self.crop_padding:
-                images = random_crop(images, self.crop_padding, self.generator)
+                images = random_crop(images, self.crop_padding, self.aug_generator)
             if self.hflip:
-                images = random_hflip(images, self.generator)
+                images = random_hflip(images, self.aug_generator)
             images = (images - self.mean) / self.std
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)

@@ -16,11 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
+from camexp import distributed
 from camexp.backbone import Backbone, build_backbone
 from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.regularizers import Regularizer
 from camexp.data.sources import ArraySplit, split_train_val
+from camexp.distributed import local_batch, rank, world_size
 from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
 from camexp.metrics.boxes import folder_test_boxes
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- run setup
 def resolve_device(name: str) -> torch.device:
+    if distributed.enabled():  # under torchrun: this rank's GPU, or the CPU with gloo
+        return distributed.setup(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -114,9 +118,9 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
     common = dict(mean=mean, std=std, device=device, channels_last=bool(cfg.channels_last))
     eval_batch = int(cfg.get("eval_batch_size") or cfg.batch_size)
     train = InMemoryLoader(
-        full.images[train_idx], full.labels[train_idx], int(cfg.batch_size), train=True,
-        crop_padding=int(d.crop_padding), hflip=bool(d.hflip), drop_last=True,
-        seed=int(cfg.seed), **common,
+        full.images[train_idx], full.labels[train_idx], local_batch(int(cfg.batch_size)),
+        train=True, crop_padding=int(d.crop_padding), hflip=bool(d.hflip), drop_last=True,
+        seed=int(cfg.seed), shard=(rank(), world_size()), **common,
     )  # fmt: skip
     if len(train) == 0:
         raise UserError(
@@ -203,6 +207,10 @@ def build_model(cfg: DictConfig, data: Data, needs_cam: bool, device: torch.devi
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.get("compile"):
+        # Compile the feature extractor only: the module tree and its state_dict keys stay as
+        # they are, so checkpoints are the same with and without compilation.
+        model.model.forward_features = torch.compile(model.model.forward_features)
     return model
 
 
@@ -252,3 +260,30 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
 def build_cam_quality(cfg: DictConfig):
     """``cfg.metrics`` -> camexp.metrics.CamQuality, or None when the group is absent."""
     return instantiate(cfg.metrics) if cfg.get("metrics") else None
+
+
+# ----------------------------------------------------------------------------- the trainer
+def build_trainer(
+    cfg: DictConfig, record, *, model, objective, data: Data, optimizer, scheduler, regularizer,
+    device: torch.device, meta: dict, teacher=None,
+):  # fmt: skip
+    """The epoch loop with the run's options; the tracker it writes to is ``trainer.tracker``."""
+    from camexp.tasks.training import Trainer
+    from camexp.tracking import Progress, Tracker
+
+    progress = cfg.get("progress", "auto")
+    return Trainer(
+        model, objective, data, optimizer, scheduler, regularizer,
+        Tracker(record.run_dir, tensorboard=bool(cfg.get("tensorboard", True))), device,
+        epochs=int(cfg.epochs),
+        run_dir=record.run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        meta=meta,
+        teacher=teacher,
+        amp_dtype=amp_dtype(str(cfg.amp), device),
+        log_every=int(cfg.log_every),
+        checkpoint_every=int(cfg.get("checkpoint_every") or 0),
+        skip_nonfinite=int(cfg.get("skip_nonfinite") or 0),
+        progress=Progress(None if progress in ("auto", None) else bool(progress)),
+        cam_quality=build_cam_quality(cfg),
+    )  # fmt: skip

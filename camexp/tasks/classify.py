@@ -4,10 +4,10 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from camexp import distributed
 from camexp.tasks import build
 from camexp.tasks.record import RunRecord
-from camexp.tasks.training import Trainer
-from camexp.tracking import Progress, Tracker
+from camexp.tracking import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     # --- data, model, optimisation
     data = build.build_data(cfg, device)
     model = build.build_model(cfg, data, objective.needs_cam, device)
+    meta = build.model_meta(cfg, data, model)
+    model = distributed.wrap(model, device)  # DistributedDataParallel under torchrun
     optimizer = build.build_optimizer(cfg, model)
     scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
     regularizer = build.build_regularizer(cfg, data.num_classes)
@@ -55,25 +57,11 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     )
 
     # --- train and test
-    tracker = Tracker(record.run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
-    trainer = Trainer(
-        model,
-        objective,
-        data,
-        optimizer,
-        scheduler,
-        regularizer,
-        tracker,
-        device,
-        epochs=int(cfg.epochs),
-        run_dir=record.run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        meta=build.model_meta(cfg, data, model),
-        amp_dtype=build.amp_dtype(str(cfg.amp), device),
-        log_every=int(cfg.log_every),
-        progress=progress_from(cfg.progress),
-        cam_quality=build.build_cam_quality(cfg),
-    )
+    trainer = build.build_trainer(
+        cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
+        scheduler=scheduler, regularizer=regularizer, device=device, meta=meta,
+    )  # fmt: skip
+    tracker = trainer.tracker
     try:
         results = trainer.fit()
         tracker.add_hparams(
@@ -82,6 +70,8 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         )
     finally:
         tracker.close()
+    if not distributed.is_main():  # rank 0 tests and writes the results
+        return results
     m = results["metrics"]
     log.info(
         "test acc1 %.2f (last), %.2f (best on val, epoch %s); %.0f train images/s",

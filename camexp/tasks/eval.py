@@ -49,6 +49,9 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     if len(data.picture_labels):
         grid = cam_grid(model, data.picture_images, data.picture_labels, data.mean, data.std)
         save_png(grid, os.path.join(record.run_dir, "cams.png"))
+    cam_quality = build.build_cam_quality(cfg)  # MaxBoxAccV2 on boxed data, faithfulness (#9)
+    if cam_quality is not None:
+        metrics.update(cam_quality(model, data, device))
     log.info(
         "checkpoint %s (epoch %s): test acc1 %.2f",
         cfg.ckpt,

@@ -6,6 +6,7 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 
+from camexp.distributed import is_main
 from camexp.tracking import peak_rss_mb, versions, write_json_atomic
 
 
@@ -20,7 +21,8 @@ class RunRecord:
             "config": OmegaConf.to_container(cfg, resolve=False),
             "versions": versions(),
         }
-        os.makedirs(run_dir, exist_ok=True)
+        if is_main():
+            os.makedirs(run_dir, exist_ok=True)
         self.write("running", epochs_completed=0, metrics={})
 
     def write(self, status: str, **fields) -> dict:
@@ -32,7 +34,8 @@ class RunRecord:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             **{k: v for k, v in self.base.items() if k != "task"},
         }
-        write_json_atomic(self.path, results)
+        if is_main():  # under torchrun only rank 0 writes the run folder
+            write_json_atomic(self.path, results)
         return results
 
     def fail(self, status: str, error: BaseException, **fields) -> dict:

@@ -20,6 +20,7 @@ import torch
 
 from camexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from camexp.convergence import convergence_epochs
+from camexp.distributed import is_main, unwrap
 from camexp.engine import EpochMeter, evaluate, train_one_epoch
 from camexp.errors import Diverged, Preempted, UserError
 from camexp.pictures import cam_grid, save_png
@@ -71,7 +72,7 @@ class Trainer:
     def state(self, meter: EpochMeter | None = None) -> dict:
         """Everything needed to continue; ``meter`` set means "inside epoch self.epoch + 1"."""
         return {
-            "model": self.model.state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
@@ -88,10 +89,11 @@ class Trainer:
 
     def save(self, name: str, meter: EpochMeter | None = None) -> None:
         """Never write a poisoned state: a non-finite weight or buffer means divergence."""
-        for key, value in self.model.state_dict().items():
+        for key, value in unwrap(self.model).state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise Diverged(f"{key} holds NaN/inf after epoch {self.epoch}; no checkpoint saved")
-        save_checkpoint(self.checkpoint_path(name), self.state(meter))
+        if is_main():  # data-parallel ranks hold identical weights: one writes
+            save_checkpoint(self.checkpoint_path(name), self.state(meter))
 
     def resume_if_possible(self) -> None:
         path = self.checkpoint_path("last")
@@ -105,7 +107,7 @@ class Trainer:
                 f"{', '.join(differing[:5])}); use a new run folder, or resume={self.run_dir} "
                 "to continue that run with its own config"
             )
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.regularizer.load_state_dict(state["regularizer"])
@@ -144,7 +146,7 @@ class Trainer:
             if self.resumable_loader() and meter.steps < len(self.data.train):
                 self.save("last", meter)
         if bar is not None and meter.steps % self.log_every == 0:
-            Progress.show(bar, meter.summary())
+            Progress.show(bar, meter.summary(across_ranks=False))
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
@@ -215,6 +217,8 @@ class Trainer:
         """Test with the last weights, then with the best-on-val weights; pictures to PNG."""
         metrics = self.summary_metrics()
         metrics.update(convergence_epochs([row["val/acc1"] for row in self.history]))
+        if not is_main():  # rank 0 tests and reports; the other ranks hold the same weights
+            return {"epochs_completed": len(self.history), "metrics": metrics}
         metrics.update(evaluate(self.model, self.data.test, self.device,
                                 amp_dtype=self.amp_dtype, prefix="test"))  # fmt: skip
         grid = self.log_pictures(self.epochs)
@@ -222,12 +226,12 @@ class Trainer:
             save_png(grid, os.path.join(self.run_dir, "cams.png"))
         if self.cam_quality is not None:  # with the last weights, like test/acc1
             metrics.update(self.cam_quality(self.model, self.data, self.device))
-        last_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
+        last_state = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
+        unwrap(self.model).load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
         best = evaluate(self.model, self.data.test, self.device, amp_dtype=self.amp_dtype,
                         prefix="test")  # fmt: skip
         metrics.update({k.replace("test/", "test_best/"): v for k, v in best.items()})
-        self.model.load_state_dict(last_state)
+        unwrap(self.model).load_state_dict(last_state)
         metrics.pop("test/images_per_s", None)
         metrics.pop("test_best/images_per_s", None)
         train_speeds = [row["train/images_per_s"] for row in self.history]

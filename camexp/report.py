@@ -1,0 +1,168 @@
+"""``camexp-report``: run and sweep folders -> the tables (and curves) of a paper.
+
+    camexp-report outputs/multirun/2026-05-01/12-00-00-000000
+    camexp-report outputs/multirun --rows backbone --cols loss.cam.weight --format latex
+    camexp-report outputs/multirun --plot curves.png --metrics test/acc1 val/acc1_best
+
+Runs are grouped by the overrides whose values differ between them, except ``seed`` (and keys
+that do not change results, e.g. ``progress``); each metric is shown as mean ± sample std over
+the completed runs of a group, with their count. Failed, diverged, preempted and incomplete runs
+are listed under the table and never averaged in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from camexp.errors import UserError
+from camexp.report_runs import MISSING, NOT_GROUPED, find_runs, group_runs, grouping_keys
+from camexp.report_table import long_table, pivot_table, render
+
+DEFAULT_METRICS = ("test/acc1", "test_best/acc1")  # last weights, best-on-val weights
+EXIT_USER_ERROR = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="camexp-report",
+        description="Tables of mean ± std over seeds from camexp run and sweep folders.",
+    )
+    p.add_argument("paths", nargs="*", help="run folders or folders above them (sweeps)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(DEFAULT_METRICS),
+        help="results.json metrics to show (default: %(default)s)",
+    )
+    p.add_argument("--rows", action="append", default=[], help="row key(s), e.g. backbone")
+    p.add_argument("--cols", default=None, help="column key, e.g. loss.cam.weight (adds deltas)")
+    p.add_argument("--baseline", default=None, help="--cols value the deltas subtract")
+    p.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
+    p.add_argument("--digits", type=int, default=2, help="decimals in markdown and LaTeX")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        help=f"keys never grouped on besides {', '.join(NOT_GROUPED)}",
+    )
+    p.add_argument("--plot", metavar="PNG", help="write curves per group (mean, ± std band)")
+    p.add_argument("--plot-metric", default="val/acc1", help="metrics.csv column to plot")
+    p.add_argument("--cams", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs' CAMs")
+    p.add_argument("--cams-out", default="cams_compare.png", help="PNG written by --cams")
+    return p
+
+
+def split_keys(values: list) -> list:
+    return [k.strip() for v in values for k in v.split(",") if k.strip()]
+
+
+def check_metrics(completed: list, metrics: list) -> None:
+    found = sorted({m for run in completed for m in run.metrics})
+    unknown = [m for m in metrics if m not in found]
+    if unknown:
+        raise UserError(
+            f"no completed run has the metric(s) {', '.join(unknown)}; "
+            f"metrics found: {', '.join(found) or 'none'}"
+        )
+
+
+def check_keys(runs: list, keys: list) -> None:
+    for key in keys:
+        if all(run.value(key) == MISSING for run in runs):
+            raise UserError(
+                f"no run has a value for {key!r}; use an override key (e.g. loss.cam.weight) "
+                "or a config group (e.g. backbone)"
+            )
+
+
+def failure_lines(runs: list) -> list:
+    """One line per run that is not averaged in: status, folder, overrides, error."""
+    lines = []
+    for run in runs:
+        if run.status == "completed":
+            continue
+        folder = os.path.relpath(run.path)
+        folder = run.path if folder.startswith("..") else folder
+        overrides = ", ".join(f"{k}={v}" for k, v in run.overrides.items())
+        error = (run.error or "").splitlines()[0] if run.error else ""
+        line = f"- {run.status}: {folder} ({overrides or 'no overrides'})"
+        lines.append(line + (f": {error}" if error else ""))
+    return lines
+
+
+def report(args: argparse.Namespace) -> str:
+    runs = find_runs(args.paths)
+    completed = [r for r in runs if r.status == "completed"]
+    failures = failure_lines(runs)
+    if not completed:
+        print("\n".join(failures), file=sys.stderr)
+        statuses = sorted({r.status for r in runs})
+        raise UserError(
+            f"no completed run among the {len(runs)} found ({', '.join(statuses)}; listed above)"
+        )
+    check_metrics(completed, args.metrics)
+    rows, cols = split_keys(args.rows), args.cols
+    check_keys(runs, rows + ([cols] if cols else []))
+    ignore = tuple(NOT_GROUPED) + tuple(split_keys(args.ignore))
+    keys = grouping_keys(runs, ignore=ignore, keep=rows + ([cols] if cols else []))
+    groups = group_runs(runs, keys)
+
+    if cols:
+        row_keys = [k for k in keys if k != cols]
+        tables = [pivot_table(groups, row_keys, cols, m, args.baseline) for m in args.metrics]
+        texts = [render(t, args.format, args.digits, show_n=True) for t in tables]
+    else:
+        texts = [render(long_table(groups, keys, args.metrics), args.format, args.digits)]
+    out = "\n\n".join(texts)
+    if failures:
+        note = f"Not averaged ({len(failures)} of {len(runs)} runs):"
+        if args.format == "markdown":
+            out += "\n\n" + note + "\n\n" + "\n".join(failures)
+        elif args.format == "latex":
+            out += "\n% " + note + "\n" + "\n".join("% " + line for line in failures)
+        else:  # CSV stays machine-readable: the list goes to stderr
+            print(note + "\n" + "\n".join(failures), file=sys.stderr)
+
+    if args.plot:
+        from camexp.report_plot import plot_curves
+
+        plot_curves(groups, args.plot, column=args.plot_metric)
+        print(f"camexp-report: wrote {args.plot}", file=sys.stderr)
+    return out
+
+
+def compare_cams(run_a: str, run_b: str, out_png: str) -> None:
+    """Hand two run folders to camexp.cam_compare (issue #9), imported only when asked for."""
+    try:
+        module = importlib.import_module("camexp.cam_compare")
+    except ModuleNotFoundError as err:
+        if err.name != "camexp.cam_compare":
+            raise
+        raise UserError("--cams needs camexp.cam_compare, which this install lacks") from err
+    for run in (run_a, run_b):
+        if not os.path.isdir(run):
+            raise UserError(f"--cams: {run} is not a run folder")
+    module.compare_cams([run_a, run_b], out_png)
+    print(f"camexp-report: wrote {out_png}", file=sys.stderr)
+
+
+def main(argv: list | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.paths and not args.cams:
+        parser().error("give run or sweep folders (or --cams RUN_A RUN_B)")
+    try:
+        if args.paths:
+            print(report(args))
+        if args.cams:
+            compare_cams(*args.cams, args.cams_out)
+    except UserError as err:
+        print(f"camexp-report: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Run folders -> runs -> groups: the reading half of ``camexp-report``.
+
+A run folder is any folder holding ``results.json`` or Hydra's ``.hydra/`` (a job killed before
+it wrote results.json is still listed, as ``incomplete``). A run's value for a key is, in order:
+its override (``.hydra/overrides.yaml``), its config-group choice (``.hydra/hydra.yaml``, for keys
+such as ``backbone``), or the value in its resolved config (``.hydra/config.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+from omegaconf import OmegaConf
+
+from camexp.errors import UserError
+
+# Keys that vary between runs without changing results: never a grouping key.
+NOT_GROUPED = (
+    "seed",
+    "progress",
+    "log_every",
+    "tensorboard",
+    "eval_batch_size",
+    "cam_pictures",
+    "device",
+    "resume",
+    "checkpoint_every",
+    "paths.output_dir",
+    "paths.data_dir",
+)
+MISSING = "-"
+
+
+@dataclass
+class Run:
+    path: str
+    status: str  # completed | failed | diverged | running | preempted | incomplete | ...
+    task: str | None
+    metrics: dict
+    overrides: dict  # key -> value, as typed on the command line (normalised numbers)
+    choices: dict  # config group -> option (hydra.runtime.choices)
+    config: object  # OmegaConf DictConfig or None
+    error: str | None = None
+    epochs_completed: int | None = None
+
+    def value(self, key: str) -> str:
+        if key in self.overrides:
+            return self.overrides[key]
+        if key in self.choices:
+            return str(self.choices[key])
+        if self.config is not None:
+            found = OmegaConf.select(self.config, key, throw_on_resolution_failure=False)
+            if found is not None and not OmegaConf.is_config(found):
+                return normalise(str(found))
+        return MISSING
+
+    @property
+    def seed(self) -> str:
+        return self.value("seed")
+
+
+@dataclass
+class Group:
+    key: tuple  # ((name, value), ...) over the grouping keys
+    runs: list = field(default_factory=list)  # completed runs only
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.key) or "all runs"
+
+
+def normalise(value: str) -> str:
+    """'1.0', '1' and '1.00' are one group: numbers are written in their shortest form."""
+    if value.lower() in ("true", "false"):  # Hydra writes sweep values as True/False
+        return value.lower()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(number):
+        return value
+    if number == int(number) and abs(number) < 1e15:
+        return str(int(number))
+    return repr(number)
+
+
+def parse_overrides(lines: list) -> dict:
+    """``['loss.cam.weight=0', '+x=1', '~y']`` -> ``{'loss.cam.weight': '0', 'x': '1'}``."""
+    parsed = {}
+    for line in lines:
+        line = str(line)
+        if line.startswith("~") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        parsed[key.lstrip("+")] = normalise(value)
+    return parsed
+
+
+def _load_yaml(path: str):
+    if not os.path.isfile(path):
+        return None
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # a half-written or hand-edited file: keep going, say which
+        raise UserError(f"cannot read {path}: {err}") from err
+
+
+def load_run(folder: str) -> Run:
+    results = {}
+    results_path = os.path.join(folder, "results.json")
+    if os.path.isfile(results_path):
+        try:
+            with open(results_path) as f:
+                results = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            results = {"status": "unreadable", "error": f"results.json: {err}"}
+    hydra_dir = os.path.join(folder, ".hydra")
+    overrides_yaml = _load_yaml(os.path.join(hydra_dir, "overrides.yaml"))
+    override_lines = (
+        list(overrides_yaml) if overrides_yaml is not None else results.get("overrides", [])
+    )
+    hydra_yaml = _load_yaml(os.path.join(hydra_dir, "hydra.yaml"))
+    choices = {}
+    if hydra_yaml is not None:
+        found = OmegaConf.select(hydra_yaml, "hydra.runtime.choices", default=None)
+        if found is not None:
+            choices = {
+                k: v for k, v in OmegaConf.to_container(found).items() if not k.startswith("hydra")
+            }
+    config = _load_yaml(os.path.join(hydra_dir, "config.yaml"))
+    if config is None and isinstance(results.get("config"), dict):
+        config = OmegaConf.create(results["config"])
+    task = results.get("task")
+    if task is None and config is not None:
+        task = OmegaConf.select(config, "task.name", default=None)
+    return Run(
+        path=folder,
+        status=str(results.get("status", "incomplete")),
+        task=task,
+        metrics=dict(results.get("metrics") or {}),
+        overrides=parse_overrides(override_lines),
+        choices=choices,
+        config=config,
+        error=results.get("error"),
+        epochs_completed=results.get("epochs_completed"),
+    )
+
+
+def find_runs(paths: list) -> list:
+    """Every run folder under ``paths`` (each a run folder or any folder above run folders)."""
+    folders = []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise UserError(f"{path}: no such folder; give run or sweep folders (e.g. outputs/)")
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d not in (".hydra", ".submitit", "checkpoints"))
+            if "results.json" in files or os.path.isdir(os.path.join(root, ".hydra")):
+                folders.append(root)
+                dirs[:] = [d for d in dirs if d != "tensorboard"]
+    runs = [load_run(f) for f in dict.fromkeys(os.path.abspath(f) for f in folders)]
+    if not runs:
+        raise UserError(
+            f"no runs under {', '.join(paths)}: found no folder with results.json or .hydra/"
+        )
+    tasks = {}
+    for run in runs:
+        tasks[run.task] = tasks.get(run.task, 0) + 1
+    if len(tasks) > 1:
+        found = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items(), key=str))
+        raise UserError(f"runs of different tasks are mixed: {found}; report one task at a time")
+    return runs
+
+
+def grouping_keys(runs: list, ignore=NOT_GROUPED, keep=()) -> list:
+    """The override keys whose value differs between runs, except ``ignore``; ``keep`` always."""
+    keys = dict.fromkeys(keep)
+    for run in runs:
+        keys.update(dict.fromkeys(run.overrides))
+    varying = [
+        k
+        for k in keys
+        if k in keep or (k not in ignore and len({run.value(k) for run in runs}) > 1)
+    ]
+    return sorted(varying, key=lambda k: (k not in keep, list(keep).index(k) if k in keep else k))
+
+
+def group_runs(runs: list, keys: list) -> list:
+    """Completed runs grouped by their values of ``keys``, in first-seen order per key value."""
+    groups: dict = {}
+    for run in runs:
+        if run.status != "completed":
+            continue
+        key = tuple((k, run.value(k)) for k in keys)
+        groups.setdefault(key, Group(key)).runs.append(run)
+    return sorted(groups.values(), key=lambda g: tuple(sort_key(v) for _, v in g.key))
+
+
+def sort_key(value: str):
+    """Numbers in numeric order before words in alphabetical order."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)

@@ -1,0 +1,275 @@
+"""Every config composes, every experiment is in force, and the leaves instantiate.
+
+The groups and options are read from the configs/ folder, so a new YAML file is tested without
+editing this file.
+"""
+
+import importlib
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import camexp.backbone  # noqa: F401  (registers the small-image nets into timm)
+from camexp.data.regularizers import Regularizer
+from camexp.losses import CAMLoss, build_objective
+from camexp.main import CONFIG_DIR
+from camexp.tasks import build
+
+CONFIGS = Path(CONFIG_DIR)
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
+# debug/ and experiment/ files (and a few task files) are '# @package _global_' overlays
+GLOBAL_GROUPS = {"debug", "experiment"}
+CLI_GROUPS = [
+    "backbone",
+    "dataset",
+    "regularizer",
+    "loss",
+    "optim",
+    "sched",
+    "task",
+    "experiment",
+    "debug",
+]
+
+
+def options(group: str, root: Path = CONFIGS) -> list[str]:
+    return sorted(p.stem for p in (root / group).glob("*.yaml"))
+
+
+def override(group: str, option: str) -> str:
+    return f"{group}=[{option}]" if group == "loss" else f"{group}={option}"
+
+
+def compose_with(overrides=(), config_dir=CONFIG_DIR) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def leaves(node, prefix=""):
+    """Dotted key -> value for every leaf of a plain container (lists are leaves)."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def is_global(path: Path) -> bool:
+    return path.read_text().startswith("# @package _global_")
+
+
+def lookup(node, dotted: str, default=KeyError):
+    for part in dotted.split("."):
+        if default is not KeyError and (not isinstance(node, dict) or part not in node):
+            return default
+        node = node[part]
+    return node
+
+
+ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_the_groups_of_the_user_interface_exist():
+    for group in CLI_GROUPS:
+        assert group in GROUPS and options(group), f"configs/{group}/ is missing or empty"
+
+
+@pytest.mark.parametrize("group,option", ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes(group, option):
+    cfg = compose_with([override(group, option)])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{option}.yaml"))
+    raw.pop("defaults", None)
+    node = OmegaConf.to_container(cfg)  # unresolved, like the file
+    if not is_global(CONFIGS / group / f"{option}.yaml"):
+        node = node[group]
+    for key, value in leaves(raw).items():
+        got = lookup(node, key)
+        assert got == value, f"{group}={option}: {key} is {got!r}, the file says {value!r}"
+    if group == "backbone":
+        assert timm.is_model(cfg.backbone.name), f"no model {cfg.backbone.name} in timm"
+    if group == "task":  # task=<name> runs camexp.tasks.<name>.run
+        assert callable(importlib.import_module(f"camexp.tasks.{cfg.task.name}").run)
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_file_header(option):
+    text = (CONFIGS / "experiment" / f"{option}.yaml").read_text()
+    # Hydra reads the package header only on the very first line (DESIGN.md §3)
+    assert text.splitlines()[0].strip() == "# @package _global_"
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    for word in ("Command", "Expected"):
+        assert word in header, f"experiment/{option}.yaml's header should state its {word}"
+
+
+def perturb(value):
+    """A different value of the same type, or None where there is no safe one."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 7
+    if isinstance(value, float):
+        return value * 2 + 0.25
+    if isinstance(value, str) and "${" not in value:
+        return value + "_probe"
+    return None
+
+
+@pytest.fixture(scope="module")
+def base_config() -> dict:
+    return OmegaConf.to_container(compose_with())
+
+
+@pytest.fixture(scope="module")
+def config_copy(tmp_path_factory) -> Path:
+    """A copy of configs/ that probe experiments can be written into."""
+    copy = tmp_path_factory.mktemp("configs") / "configs"
+    shutil.copytree(CONFIGS, copy)
+    return copy
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_values_win(config_copy, base_config, option):
+    """Every value an experiment sets is in force after composition, even where it differs
+    from the primary config and the group defaults: with ``_self_`` last in config.yaml the
+    primary values would silently win (DESIGN.md §3). The experiment's own values may equal the
+    defaults, so a perturbed copy of it is composed inside a copy of configs/."""
+    source = CONFIGS / "experiment" / f"{option}.yaml"
+    raw = OmegaConf.to_container(OmegaConf.load(source))
+    defaults = raw.pop("defaults", [])
+    copy = config_copy
+
+    probe_defaults, chosen = [], {}
+    for entry in defaults:
+        if isinstance(entry, dict) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            group = key.removeprefix("override").strip().lstrip("/")
+            others = [o for o in options(group, copy) if o != value] if group else []
+            if group and group not in GLOBAL_GROUPS and group != "loss" and others:
+                chosen[group] = others[0]
+                probe_defaults.append({key: others[0]})
+                continue
+        probe_defaults.append(entry)
+    probe = {k: perturb(v) for k, v in leaves(raw).items() if perturb(v) is not None}
+    assert probe or chosen, f"experiment/{option}.yaml sets nothing"
+    header = "# @package _global_\n"
+    body = OmegaConf.create({"defaults": probe_defaults})
+    for key, value in probe.items():
+        OmegaConf.update(body, key, value, force_add=True)
+    (copy / "experiment" / f"_probe_{option}.yaml").write_text(header + OmegaConf.to_yaml(body))
+
+    cfg = OmegaConf.to_container(compose_with([f"experiment=_probe_{option}"], config_dir=copy))
+    for key, value in probe.items():
+        assert lookup(cfg, key) == value, f"{key} from the experiment was ignored"
+    # the probe is observable: some value differs from what the primary config alone gives
+    assert chosen or any(lookup(base_config, k, None) != v for k, v in probe.items())
+    for group, choice in chosen.items():
+        path = copy / group / f"{choice}.yaml"
+        expected = OmegaConf.to_container(OmegaConf.load(path))
+        expected.pop("defaults", None)
+        prefix = "" if is_global(path) else f"{group}."
+        for key, value in leaves(expected).items():
+            if prefix + key not in probe:
+                assert lookup(cfg, prefix + key) == value, f"override /{group}: {choice} ignored"
+
+
+# ----------------------------------------------------------------------------- --help
+def camexp_help(command):
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_lists_the_groups_and_both_entry_points_agree():
+    script = Path(sys.executable).parent / "camexp"
+    console = camexp_help([str(script), "--help"])
+    module = camexp_help([sys.executable, "-m", "camexp", "--help"])
+    assert console == module
+    listed = {}
+    for line in console.splitlines():
+        name, sep, rest = line.partition(": ")
+        if sep and name in GROUPS:
+            listed[name] = [o.strip() for o in rest.split(",")]
+    for group in CLI_GROUPS:
+        assert group in listed, f"`camexp --help` does not list the {group} group"
+        assert sorted(listed[group]) == options(group)
+    assert "== Config ==" in console and "weight:" in console  # the composed config is shown
+
+
+# ----------------------------------------------------------------------------- instantiation
+@pytest.mark.parametrize("option", options("regularizer"))
+def test_every_regularizer_instantiates(option):
+    cfg = compose_with([f"regularizer={option}"])
+    reg = build.build_regularizer(cfg, num_classes=4)
+    assert isinstance(reg, Regularizer)
+    # every knob of the class is spelled out in the YAML (STYLE.md §9)
+    knobs = set(inspect.signature(Regularizer).parameters) - {"num_classes", "seed"}
+    assert knobs <= set(cfg.regularizer) - {"_target_"}
+    images, targets = reg(torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1]))
+    assert images.shape == (6, 1, 8, 8)
+    torch.testing.assert_close(targets.sum(1), torch.ones(6))
+
+
+@pytest.mark.parametrize("terms", [["ce"], ["cam"], ["ce", "cam"]])
+def test_every_loss_instantiates(terms):
+    cfg = compose_with([f"loss=[{','.join(terms)}]"])
+    objective = build.build_loss(cfg)
+    assert list(objective.terms) == terms
+    assert objective.needs_cam == ("cam" in terms)
+    for name in terms:
+        assert objective.weight_of(name) == float(cfg.loss[name].weight)
+
+
+def test_every_loss_option_is_in_yaml():
+    cfg = compose_with()
+    knobs = set(inspect.signature(CAMLoss).parameters)
+    assert knobs <= set(cfg.loss.cam) - {"_target_"}
+    assert set(options("loss")) >= {"ce", "cam"}
+
+
+def test_default_loss_is_ce_plus_cam():
+    cfg = compose_with()
+    objective = build_objective(OmegaConf.to_container(cfg.loss, resolve=True), instantiate)
+    assert set(objective.terms) == {"ce", "cam"} and objective.weight_of("cam") == 1.0
+    baseline = compose_with(["loss.cam.weight=0"])
+    assert build.build_loss(baseline).weight_of("cam") == 0.0
+
+
+@pytest.mark.parametrize("option", options("optim"))
+def test_every_optimizer_instantiates(option):
+    cfg = compose_with([f"optim={option}"])
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    optimizer = build.build_optimizer(cfg, model)
+    assert type(optimizer).__name__ == cfg.optim._target_.rsplit(".", 1)[1]
+    assert all(g["lr"] == cfg.optim.lr for g in optimizer.param_groups)
+    params = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert params == len(list(model.parameters()))
+    if not cfg.optim.decay_norm_and_bias:  # biases and norm weights get no weight decay
+        decays = {g["weight_decay"] for g in optimizer.param_groups for p in g["params"]
+                  if p.ndim == 1}  # fmt: skip
+        assert decays == {0.0}
+
+
+@pytest.mark.parametrize("option", options("sched"))
+def test_every_schedule_instantiates(option):
+    cfg = compose_with([f"sched={option}", "epochs=240"])  # multistep's milestones reach 210
+    model = torch.nn.Linear(2, 2)
+    optimizer = build.build_optimizer(cfg, model)
+    scheduler = build.build_scheduler(cfg, optimizer, steps_per_epoch=3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)  # no warm-up set
+    for _ in range(3 * 240):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] < 0.01 * cfg.optim.lr

@@ -1,0 +1,240 @@
+"""camexp-report on run folders this file fabricates: grouping, mean ± std, seed counts, the
+paper layout, the three formats, the failure list, the plot and the bad-input messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from camexp.report import main as report_main
+
+
+def write_run(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    metrics: dict | None = None,
+    status: str = "completed",
+    task: str = "classify",
+    curve: list[float] | None = None,
+    choices: dict | None = None,
+    error: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A run folder as camexp leaves it: results.json, .hydra/{overrides,config,hydra}.yaml,
+    metrics.csv. ``choices`` are the config-group choices (hydra.runtime.choices)."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    results = {"status": status, "task": task, "metrics": metrics or {}, "overrides": overrides}
+    if error:
+        results["error"] = error
+    (run / "results.json").write_text(json.dumps(results))
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / ".hydra" / "config.yaml").write_text(
+        f"seed: {seed}\nepochs: 3\nloss:\n  cam:\n    weight: 1.0\ntask:\n  name: {task}\n"
+    )
+    choices = {"backbone": "resnet20", "hydra/launcher": "basic", **(choices or {})}
+    (run / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices:\n"
+        + "".join(f"      {k}: {v}\n" for k, v in choices.items())
+    )
+    if curve:
+        with open(run / "metrics.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "train/loss", "val/acc1"])
+            for epoch, acc in enumerate(curve, start=1):
+                w.writerow([epoch, 1.0 / epoch, acc])
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """2 backbones x loss.cam.weight 0/1 x seeds 0,1,2, plus a failed, a diverged and a
+    still-running run whose (absurd) metrics must not be averaged in."""
+    root = tmp_path / "sweep"
+    acc = {  # (backbone, weight) -> test/acc1 per seed; test_best/acc1 = acc + 1
+        ("resnet20", "0"): [90.0, 92.0, 94.0],
+        ("resnet20", "1"): [91.0, 93.0, 95.0],
+        ("wrn_16_2", "0"): [80.0, 80.0, 83.0],
+        ("wrn_16_2", "1"): [85.0, 86.0, 87.0],
+    }
+    i = 0
+    for (backbone, weight), values in acc.items():
+        for seed, a in enumerate(values):
+            write_run(
+                root,
+                str(i),
+                [f"backbone={backbone}", f"loss.cam.weight={weight}", f"seed={seed}"],
+                {"test/acc1": a, "test_best/acc1": a + 1, "val/acc1_best": a},
+                curve=[a - 20, a - 10, a],
+                choices={"backbone": backbone},
+                seed=seed,
+            )
+            i += 1
+    bad = {"test/acc1": 0.0, "test_best/acc1": 0.0}
+    write_run(root, "f", ["backbone=resnet20", "loss.cam.weight=1", "seed=3"], bad, "failed",
+              error="UserError: something\ntraceback line")  # fmt: skip
+    write_run(root, "d", ["backbone=resnet20", "loss.cam.weight=1", "seed=4"], bad, "diverged")
+    write_run(root, "r", ["backbone=wrn_16_2", "loss.cam.weight=0", "seed=5"], bad, "running")
+    return root
+
+
+def run_report(capsys, *args) -> tuple[int, str, str]:
+    code = report_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows if not r.startswith("|---")]
+
+
+def test_long_table_means_stds_seed_counts_and_failures(sweep, capsys):
+    code, out, _ = run_report(capsys, sweep)
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0] == ["backbone", "loss.cam.weight", "test/acc1", "test_best/acc1", "seeds"]
+    # mean and sample std of (90, 92, 94) are 92 and 2; of (80, 80, 83): 81 and sqrt(3)
+    assert rows[1] == ["resnet20", "0", "92.00 ± 2.00", "93.00 ± 2.00", "3"]
+    assert rows[2] == ["resnet20", "1", "93.00 ± 2.00", "94.00 ± 2.00", "3"]
+    assert rows[3] == ["wrn_16_2", "0", "81.00 ± 1.73", "82.00 ± 1.73", "3"]
+    assert rows[4] == ["wrn_16_2", "1", "86.00 ± 1.00", "87.00 ± 1.00", "3"]
+    assert len(rows) == 5
+    assert "Not averaged (3 of 15 runs)" in out
+    failed = [line for line in out.splitlines() if line.startswith("- ")]
+    assert sorted(line.split(":")[0] for line in failed) == ["- diverged", "- failed", "- running"]
+    assert any("UserError: something" in line and "traceback" not in line for line in failed)
+
+
+def test_pivot_rows_cols_with_delta(sweep, capsys):
+    code, out, _ = run_report(
+        capsys, sweep, "--rows", "backbone", "--cols", "loss.cam.weight", "--metrics", "test/acc1"
+    )
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0] == ["backbone", "loss.cam.weight=0", "loss.cam.weight=1", "Δ (1 - 0)"]
+    assert rows[1] == ["resnet20", "92.00 ± 2.00 (3)", "93.00 ± 2.00 (3)", "+1.00"]
+    assert rows[2] == ["wrn_16_2", "81.00 ± 1.73 (3)", "86.00 ± 1.00 (3)", "+5.00"]
+    assert "**test/acc1**" in out
+
+
+def test_pivot_baseline_and_transposed(sweep, capsys):
+    code, out, _ = run_report(
+        capsys, sweep, "--rows", "loss.cam.weight", "--cols", "backbone", "--baseline",
+        "wrn_16_2", "--metrics", "test_best/acc1",
+    )  # fmt: skip
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0] == ["loss.cam.weight", "backbone=resnet20", "backbone=wrn_16_2",
+                       "Δ (resnet20 - wrn_16_2)"]  # fmt: skip
+    assert rows[1][-1] == "+11.00" and rows[2][-1] == "+7.00"
+
+
+def test_csv_is_machine_readable(sweep, capsys):
+    code, out, err = run_report(capsys, sweep, "--format", "csv", "--metrics", "test/acc1")
+    assert code == 0
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [r["backbone"] for r in table] == ["resnet20", "resnet20", "wrn_16_2", "wrn_16_2"]
+    assert float(table[2]["test/acc1"]) == pytest.approx(81.0)
+    assert float(table[2]["test/acc1_std"]) == pytest.approx(3**0.5, abs=1e-4)
+    assert table[2]["test/acc1_n"] == "3"
+    assert "Not averaged (3 of 15 runs)" in err  # the list goes to stderr, not into the CSV
+
+
+def test_latex(sweep, capsys):
+    code, out, _ = run_report(
+        capsys, sweep, "--rows", "backbone", "--cols", "loss.cam.weight", "--format", "latex",
+        "--metrics", "test/acc1",
+    )  # fmt: skip
+    assert code == 0
+    assert r"\begin{tabular}" in out and r"\end{tabular}" in out
+    assert r"resnet20 & 92.00 $\pm$ 2.00 (3) & 93.00 $\pm$ 2.00 (3) & +1.00 \\" in out
+    assert r"loss.cam.weight=0" in out and r"$\Delta$" in out
+    assert "% - failed:" in out
+
+
+def test_numbers_group_across_spellings_and_defaults(tmp_path, capsys):
+    """'1.0' on one command line, '1' on another and the config default 1.0 are one group."""
+    write_run(tmp_path, "a", ["loss.cam.weight=1.0", "seed=0"], {"test/acc1": 50.0}, seed=0)
+    write_run(tmp_path, "b", ["loss.cam.weight=1", "seed=1"], {"test/acc1": 60.0}, seed=1)
+    write_run(tmp_path, "c", ["seed=2"], {"test/acc1": 70.0}, seed=2)  # default weight 1.0
+    write_run(tmp_path, "d", ["loss.cam.weight=0", "seed=0"], {"test/acc1": 10.0}, seed=0)
+    code, out, _ = run_report(capsys, tmp_path, "--metrics", "test/acc1")
+    assert code == 0
+    assert markdown_rows(out)[1:] == [["0", "10.00", "1"], ["1", "60.00 ± 10.00", "3"]]
+
+
+def test_plot_writes_png(sweep, tmp_path, capsys):
+    png = tmp_path / "curves.png"
+    code, _, err = run_report(capsys, sweep, "--plot", png)
+    assert code == 0 and "wrote" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from camexp.report_plot import group_curve
+    from camexp.report_runs import find_runs, group_runs
+
+    runs = find_runs([str(sweep)])
+    groups = group_runs(runs, ["backbone", "loss.cam.weight"])
+    epochs, mean, std, n = group_curve(groups[0].runs, "val/acc1")
+    assert list(epochs) == [1, 2, 3] and n == 3
+    assert mean.tolist() == pytest.approx([72.0, 82.0, 92.0])
+    assert std.tolist() == pytest.approx([2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        ("empty", [], "no runs under"),
+        ("mixed", [], "runs of different tasks are mixed: classify (1 runs), kd (1 runs)"),
+        ("sweep", ["--metrics", "test/acc9"], "no completed run has the metric(s) test/acc9"),
+        ("sweep", ["--rows", "nonsense.key"], "no run has a value for 'nonsense.key'"),
+        ("sweep", ["--cols", "backbone", "--baseline", "vit"], "--baseline 'vit' is not a value"),
+        ("failed", [], "no completed run among the 1 found (failed"),
+        ("sweep", ["--cams", "a", "b"], "--cams"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, sweep, capsys, monkeypatch, setup, args, message):
+    folder = tmp_path / setup
+    if setup == "sweep":
+        folder = sweep
+    elif setup == "empty":
+        folder.mkdir()
+    elif setup == "mixed":
+        write_run(folder, "a", ["seed=0"], {"test/acc1": 1.0})
+        write_run(folder, "b", ["seed=0"], {"test/acc1": 1.0}, task="kd")
+    elif setup == "failed":
+        write_run(folder, "a", ["seed=0"], {}, status="failed", error="UserError: x")
+    monkeypatch.setitem(sys.modules, "camexp.cam_compare", None)  # as if not installed
+    code, out, err = run_report(capsys, folder, *args)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("camexp-report: error: ") and message in last
+
+
+def test_cams_calls_cam_compare(tmp_path, capsys, monkeypatch):
+    calls = []
+    fake = types.ModuleType("camexp.cam_compare")
+    fake.compare_cams = lambda run_dirs, out_png: calls.append((run_dirs, out_png))
+    monkeypatch.setitem(sys.modules, "camexp.cam_compare", fake)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    code, _, _ = run_report(capsys, "--cams", a, b, "--cams-out", tmp_path / "c.png")
+    assert code == 0
+    assert calls == [([str(a), str(b)], str(tmp_path / "c.png"))]
+
+
+def test_a_run_without_results_json_is_listed_as_incomplete(tmp_path, capsys):
+    write_run(tmp_path, "done", ["seed=0"], {"test/acc1": 50.0, "test_best/acc1": 51.0})
+    killed = write_run(tmp_path, "killed", ["seed=1"])
+    (killed / "results.json").unlink()  # killed before it wrote anything
+    code, out, _ = run_report(capsys, tmp_path)
+    assert code == 0
+    assert markdown_rows(out)[1] == ["all", "50.00", "51.00", "1"]
+    assert "- incomplete: " in out and "killed (seed=1)" in out
