@@ -8,7 +8,7 @@ Importing this module makes ``timm.create_model('resnet20', num_classes=10, in_c
   shortcut is a 1x1 conv + BN ("option B"), as in CRD (Tian et al., ICLR 2020) and mdistiller.
 * ``resnet8x4``, ``resnet32x4``: the 4x-wide knowledge-distillation variants of CRD / mdistiller:
   stem 32, stages 64/128/256, depth 8 (n=1) and 32 (n=5).
-* ``wrn_16_2``, ``wrn_40_2``, ``wrn_28_10``: Wide ResNets WRN-d-k of Zagoruyko & Komodakis, "Wide
+* ``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2``, ``wrn_28_10``: Wide ResNets WRN-d-k of Zagoruyko & Komodakis, "Wide
   Residual Networks", BMVC 2016: pre-activation blocks (BN-ReLU-conv), n = (depth-4)/6 blocks per
   stage, widths 16, 16k, 32k, 64k, a final BN-ReLU before pooling, optional dropout between the two
   convs of a block (``block_drop_rate``).
@@ -275,6 +275,7 @@ _ARCHS: dict[str, tuple[type[_SmallNet], dict[str, Any]]] = {
     "resnet8x4": (CifarResNet, dict(depth=8, widths=(32, 64, 128, 256))),
     "resnet32x4": (CifarResNet, dict(depth=32, widths=(32, 64, 128, 256))),
     "wrn_16_2": (WideResNet, dict(depth=16, widen_factor=2)),
+    "wrn_40_1": (WideResNet, dict(depth=40, widen_factor=1)),
     "wrn_40_2": (WideResNet, dict(depth=40, widen_factor=2)),
     "wrn_28_10": (WideResNet, dict(depth=28, widen_factor=10)),
 }
@@ -346,6 +347,11 @@ def resnet32x4(pretrained: bool = False, **kwargs: Any) -> _SmallNet:
 @_register
 def wrn_16_2(pretrained: bool = False, **kwargs: Any) -> _SmallNet:
     return _create("wrn_16_2", pretrained, **kwargs)
+
+
+@_register
+def wrn_40_1(pretrained: bool = False, **kwargs: Any) -> _SmallNet:
+    return _create("wrn_40_1", pretrained, **kwargs)
 
 
 @_register

@@ -19,12 +19,13 @@ NAMES = (
     "resnet8x4",
     "resnet32x4",
     "wrn_16_2",
+    "wrn_40_1",
     "wrn_40_2",
     "wrn_28_10",
 )
 SMALL = tuple(n for n in NAMES if n != "wrn_28_10")  # wrn_28_10 is never run forward here
 FINAL_CHS = {n: 64 for n in NAMES[:5]} | {"resnet8x4": 256, "resnet32x4": 256}
-FINAL_CHS |= {"wrn_16_2": 128, "wrn_40_2": 128, "wrn_28_10": 640}
+FINAL_CHS |= {"wrn_16_2": 128, "wrn_40_1": 64, "wrn_40_2": 128, "wrn_28_10": 640}
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -78,6 +79,7 @@ FORMULA = {
     "resnet8x4": lambda c, k: resnet_formula(8, (32, 64, 128, 256), c, k),
     "resnet32x4": lambda c, k: resnet_formula(32, (32, 64, 128, 256), c, k),
     "wrn_16_2": lambda c, k: wrn_formula(16, 2, c, k),
+    "wrn_40_1": lambda c, k: wrn_formula(40, 1, c, k),
     "wrn_40_2": lambda c, k: wrn_formula(40, 2, c, k),
     "wrn_28_10": lambda c, k: wrn_formula(28, 10, c, k),
 }

@@ -123,9 +123,7 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
         seed=int(cfg.seed), shard=(rank(), world_size()), **common,
     )  # fmt: skip
     if len(train) == 0:
-        raise UserError(
-            f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images"
-        )
+        raise UserError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images")
     val = None
     if len(val_idx):
         val = InMemoryLoader(
@@ -219,6 +217,7 @@ def model_meta(cfg: DictConfig, data: Data, model: Backbone) -> dict:
         "backbone": str(cfg.backbone.name),
         "num_classes": data.num_classes,
         "in_chans": data.channels,
+        "image_size": data.image_size,
         "small_input_stem": bool(cfg.backbone.small_input_stem),
         "exact_cam": model.exact_cam,
     }

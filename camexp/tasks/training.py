@@ -29,8 +29,9 @@ from camexp.tracking import Progress, Tracker
 log = logging.getLogger(__name__)
 
 # Keys that do not change a run's results: a resumed run may differ from its checkpoint in these.
+# ``metrics`` and ``fewshot`` only change what is measured after training.
 VOLATILE_KEYS = ("resume", "progress", "log_every", "tensorboard", "eval_batch_size", "device",
-                 "checkpoint_every", "paths")  # fmt: skip
+                 "checkpoint_every", "paths", "metrics", "fewshot")  # fmt: skip
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM sends one of these before a time limit
 
 
