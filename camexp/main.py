@@ -114,9 +114,7 @@ def run_task(cfg: DictConfig) -> dict | None:
         record.fail("preempted", err)
         log.warning("%s; continue with resume=%s", err, record.run_dir)
         print(f"camexp: {err}; continue with resume={record.run_dir}", file=sys.stderr)
-        if not multirun:
-            sys.exit(EXIT_PREEMPTED)
-        return None
+        sys.exit(EXIT_PREEMPTED)  # the signal was for the process: a sweep stops here too
     except (UserError, Diverged, InstantiationException) as raised:
         err = user_error_of(raised)
         if err is None:

@@ -92,11 +92,21 @@ class Trainer:
         """Never write a poisoned state: a non-finite weight or buffer means divergence."""
         for key, value in unwrap(self.model).state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
-                raise Diverged(f"{key} holds NaN/inf after epoch {self.epoch}; no checkpoint saved")
+                where = (
+                    f"epoch {self.epoch + 1}, step {meter.steps}"
+                    if meter
+                    else (f"end of epoch {self.epoch}")
+                )
+                raise Diverged(f"{key} holds NaN/inf at {where}; no checkpoint saved")
         if is_main():  # data-parallel ranks hold identical weights: one writes
             save_checkpoint(self.checkpoint_path(name), self.state(meter))
 
     def resume_if_possible(self) -> None:
+        folder = os.path.dirname(self.checkpoint_path("last"))
+        if is_main() and os.path.isdir(folder):  # a save killed before its rename
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-"):
+                    os.unlink(os.path.join(folder, name))
         path = self.checkpoint_path("last")
         if not os.path.exists(path):
             return
