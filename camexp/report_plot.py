@@ -47,6 +47,7 @@ def plot_curves(groups: list, out_png: str, column: str = "val/acc1", title: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     drawn = 0
@@ -61,6 +62,7 @@ def plot_curves(groups: list, out_png: str, column: str = "val/acc1", title: str
     if drawn == 0:
         plt.close(fig)
         raise UserError(f"--plot: no completed run has a {column!r} column in its metrics.csv")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{column} (%)")
     ax.set_title(title or f"{column}: mean over seeds, band = ± 1 std")

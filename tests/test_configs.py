@@ -27,8 +27,6 @@ from camexp.tasks import build
 
 CONFIGS = Path(CONFIG_DIR)
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
-# debug/ and experiment/ files (and a few task files) are '# @package _global_' overlays
-GLOBAL_GROUPS = {"debug", "experiment"}
 CLI_GROUPS = [
     "backbone",
     "dataset",
@@ -77,7 +75,8 @@ def lookup(node, dotted: str, default=KeyError):
     return node
 
 
-ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+# experiments are composed (as probes) by test_experiment_values_win
+ALL_OPTIONS = [(g, o) for g in GROUPS if g != "experiment" for o in options(g)]
 
 
 def test_the_groups_of_the_user_interface_exist():
@@ -140,48 +139,47 @@ def config_copy(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("option", options("experiment"))
-def test_experiment_values_win(config_copy, base_config, option):
+def test_experiment_composes_and_its_values_win(config_copy, base_config, option):
     """Every value an experiment sets is in force after composition, even where it differs
     from the primary config and the group defaults: with ``_self_`` last in config.yaml the
-    primary values would silently win (DESIGN.md §3). The experiment's own values may equal the
-    defaults, so a perturbed copy of it is composed inside a copy of configs/."""
-    source = CONFIGS / "experiment" / f"{option}.yaml"
-    raw = OmegaConf.to_container(OmegaConf.load(source))
+    primary values would silently win (DESIGN.md §3). An experiment's values may equal the
+    defaults, so a copy with every value perturbed is composed (with the file's own defaults
+    list) inside a copy of configs/; its group overrides must be in force too."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "experiment" / f"{option}.yaml"))
     defaults = raw.pop("defaults", [])
-    copy = config_copy
-
-    probe_defaults, chosen = [], {}
-    for entry in defaults:
-        if isinstance(entry, dict) and len(entry) == 1:
-            ((key, value),) = entry.items()
-            group = key.removeprefix("override").strip().lstrip("/")
-            others = [o for o in options(group, copy) if o != value] if group else []
-            if group and group not in GLOBAL_GROUPS and group != "loss" and others:
-                chosen[group] = others[0]
-                probe_defaults.append({key: others[0]})
-                continue
-        probe_defaults.append(entry)
     probe = {k: perturb(v) for k, v in leaves(raw).items() if perturb(v) is not None}
-    assert probe or chosen, f"experiment/{option}.yaml sets nothing"
-    header = "# @package _global_\n"
-    body = OmegaConf.create({"defaults": probe_defaults})
-    for key, value in probe.items():
-        OmegaConf.update(body, key, value, force_add=True)
-    (copy / "experiment" / f"_probe_{option}.yaml").write_text(header + OmegaConf.to_yaml(body))
+    body = OmegaConf.create({"defaults": defaults})
+    for key, value in leaves(raw).items():
+        OmegaConf.update(body, key, probe.get(key, value), force_add=True)
+    name = f"_probe_{option}"
+    text = "# @package _global_\n" + OmegaConf.to_yaml(body)
+    (config_copy / "experiment" / f"{name}.yaml").write_text(text)
 
-    cfg = OmegaConf.to_container(compose_with([f"experiment=_probe_{option}"], config_dir=copy))
+    composed = compose_with([f"experiment={name}"], config_dir=config_copy)
+    OmegaConf.to_container(composed, resolve=True)  # every interpolation resolves
+    cfg = OmegaConf.to_container(composed)
     for key, value in probe.items():
         assert lookup(cfg, key) == value, f"{key} from the experiment was ignored"
-    # the probe is observable: some value differs from what the primary config alone gives
-    assert chosen or any(lookup(base_config, k, None) != v for k, v in probe.items())
-    for group, choice in chosen.items():
-        path = copy / group / f"{choice}.yaml"
+    for key, value in leaves(raw).items():  # lists and interpolations, kept as they are
+        if key not in probe:
+            assert lookup(cfg, key) == value
+    overrides = {}
+    for entry in defaults:
+        if isinstance(entry, dict) and len(entry) == 1:
+            ((key, choice),) = entry.items()
+            group = key.removeprefix("override").strip().lstrip("/")
+            if group in GROUPS and isinstance(choice, str):
+                overrides[group] = choice
+    for group, choice in overrides.items():
+        path = CONFIGS / group / f"{choice}.yaml"
         expected = OmegaConf.to_container(OmegaConf.load(path))
         expected.pop("defaults", None)
         prefix = "" if is_global(path) else f"{group}."
         for key, value in leaves(expected).items():
-            if prefix + key not in probe:
+            if prefix + key not in leaves(raw):
                 assert lookup(cfg, prefix + key) == value, f"override /{group}: {choice} ignored"
+    # the probe is observable: the experiment sets something the primary config alone does not
+    assert overrides or any(lookup(base_config, k, None) != v for k, v in probe.items())
 
 
 # ----------------------------------------------------------------------------- --help

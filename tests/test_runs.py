@@ -55,6 +55,15 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The in-process checks evaluate 32 tiny images; threads only add OpenMP spinning."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory) -> str:
     return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=N_TRAIN, n_test=N_TEST)

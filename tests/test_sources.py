@@ -240,7 +240,7 @@ def test_split_train_val():
     assert not torch.equal(split_train_val(100, 20, seed=4)[1], val)
     train, val = split_train_val(10, 0, seed=0)
     assert len(train) == 10 and val.numel() == 0 and val.dtype == torch.int64
-    with pytest.raises(UserError, match="validation size 10"):
+    with pytest.raises(UserError, match="dataset.val_size=10"):
         split_train_val(10, 10, seed=0)
 
 

@@ -121,7 +121,7 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, tor
     """
     if val_size < 0 or val_size >= n:
         raise UserError(
-            f"validation size {val_size} must be >= 0 and smaller than the {n} training images"
+            f"dataset.val_size={val_size} must be >= 0 and smaller than the {n} training images"
         )
     gen = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=gen)
