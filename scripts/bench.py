@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from camexp.data.memory import random_crop, random_hflip
-from camexp.engine import EpochMeter, evaluate, train_one_epoch
+from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch
 from camexp.main import CONFIG_DIR
 from camexp.tasks import build
 from camexp.teacher import FrozenTeacher
@@ -76,6 +76,7 @@ def bare_step_fn(cfg, data, device, steps: int):
                                 nesterov=o.nesterov, weight_decay=o.weight_decay)  # fmt: skip
     loader = data.train
     mean, std = loader.mean, loader.std
+    amp = build.amp_dtype(str(cfg.amp), device)
     generator = torch.Generator().manual_seed(0)
 
     def window():
@@ -87,7 +88,8 @@ def bare_step_fn(cfg, data, device, steps: int):
             images = (images - mean) / std
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(images), loader.labels[index])
+            with autocast(device, amp):
+                loss = F.cross_entropy(model(images), loader.labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -95,20 +97,21 @@ def bare_step_fn(cfg, data, device, steps: int):
     return window
 
 
-def forward_fn(model, data, steps: int):
+def forward_fn(model, data, steps: int, amp):
     """Training-mode forward passes only (with autograd), the yardstick for evaluation."""
 
     def window():
         model.train()
         for images, _ in Steps(data.train, steps):
-            model(images).logits.sum()
+            with autocast(images.device, amp):
+                model(images).logits.sum()
 
     return window
 
 
-def eval_fn(model, data, device, steps: int):
+def eval_fn(model, data, device, steps: int, amp):
     def window():
-        evaluate(model, Steps(data.train, steps), device)
+        evaluate(model, Steps(data.train, steps), device, amp_dtype=amp)
 
     return window
 
@@ -148,6 +151,7 @@ def main(argv=None) -> dict:
     cfg = compose_cfg([*base, "loss=[ce,cam]"])
     data = build.build_data(cfg, device)
     steps = min(args.steps, len(data.train))
+    amp = build.amp_dtype(str(cfg.amp), device)
     per_window = steps * data.train.batch_size
 
     ce_only, model = camexp_step_fn(compose_cfg([*base, "loss=[ce]"]), data, device, steps)
@@ -165,8 +169,8 @@ def main(argv=None) -> dict:
         "camexp loss.cam.weight=1": cam_on,
         "camexp loss=[ce,kd]": kd,
         "camexp loss=[ce,kd,ccm]": kd_ccm,
-        "training forward only": forward_fn(model, data, steps),
-        "camexp evaluate()": eval_fn(model, data, device, steps),
+        "training forward only": forward_fn(model, data, steps, amp),
+        "camexp evaluate()": eval_fn(model, data, device, steps, amp),
     }
     speed = measure(variants, per_window, args.windows)
     ratios = {

@@ -6,7 +6,7 @@
 #   scripts/reproduce/offline_sweep.sh outputs/reproduce/offline_sweep_cutmix regularizer=cutmix
 #   scripts/reproduce/offline_sweep.sh outputs/offline_full backbone=resnet20,wrn_16_2 regularizer=none,cutmix
 # OUT_DIR (default outputs/reproduce/offline_sweep) must not exist yet: a run folder holding
-# checkpoints/last.pt would be resumed, not restarted. Budget: about 10-15 CPU-minutes here.
+# checkpoints/last.pt would be resumed, not restarted. Measured: 6.5 CPU-minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-outputs/reproduce/offline_sweep}
