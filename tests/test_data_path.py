@@ -276,3 +276,16 @@ def test_numpy_rng_is_seeded():
     for _ in range(3):
         assert torch.equal(a(images, labels_for())[1], b(images, labels_for())[1])
     assert isinstance(a.rng, np.random.Generator)
+
+
+def test_an_abandoned_iteration_does_not_leak_into_the_next_one():
+    """Breaking out of a loader (e.g. a metric over the first N images) must not make the next
+    pass start mid-way: only a checkpoint's state resumes inside an epoch."""
+    from camexp.data.memory import InMemoryLoader
+
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).clone()
+    loader = InMemoryLoader(images, torch.arange(10), 2, mean=(0.0,), std=(1.0 / 255,),
+                            train=False)  # fmt: skip
+    for _ in loader:
+        break
+    assert sum(len(labels) for _, labels in loader) == 10

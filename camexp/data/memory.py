@@ -51,6 +51,7 @@ class InMemoryLoader:
             self.aug_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))
         self.order: torch.Tensor | None = None  # this epoch's permutation
         self.position = 0  # batches of this epoch already handed out
+        self.resume_pending = False  # set by load_state_dict of a mid-epoch state
 
     def __len__(self) -> int:
         n, per_step = len(self.labels), self.batch_size * self.world
@@ -76,11 +77,13 @@ class InMemoryLoader:
         order = state["order"]
         self.order = order.to(self.device) if order is not None else None
         self.position = state["position"]
+        self.resume_pending = self.order is not None
 
     def __iter__(self):
         n = len(self.labels)
-        if self.order is not None and 0 < self.position < len(self):
-            order, first = self.order, self.position  # resuming inside an epoch
+        if self.resume_pending:  # the rest of a checkpointed epoch, once
+            order, first = self.order, self.position
+            self.resume_pending = False
         elif self.train:
             order, first = torch.randperm(n, generator=self.generator).to(self.device), 0
         else:
