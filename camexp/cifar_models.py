@@ -8,10 +8,10 @@ Importing this module makes ``timm.create_model('resnet20', num_classes=10, in_c
   shortcut is a 1x1 conv + BN ("option B"), as in CRD (Tian et al., ICLR 2020) and mdistiller.
 * ``resnet8x4``, ``resnet32x4``: the 4x-wide knowledge-distillation variants of CRD / mdistiller:
   stem 32, stages 64/128/256, depth 8 (n=1) and 32 (n=5).
-* ``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2``, ``wrn_28_10``: Wide ResNets WRN-d-k of Zagoruyko & Komodakis, "Wide
-  Residual Networks", BMVC 2016: pre-activation blocks (BN-ReLU-conv), n = (depth-4)/6 blocks per
-  stage, widths 16, 16k, 32k, 64k, a final BN-ReLU before pooling, optional dropout between the two
-  convs of a block (``block_drop_rate``).
+* ``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2``, ``wrn_28_10``: Wide ResNets WRN-d-k of Zagoruyko &
+  Komodakis, "Wide Residual Networks", BMVC 2016: pre-activation blocks (BN-ReLU-conv),
+  n = (depth-4)/6 blocks per stage, widths 16, 16k, 32k, 64k, a final BN-ReLU before pooling,
+  optional dropout between the two convs of a block (``block_drop_rate``).
 
 Every model has the timm classifier API (``forward_features``, ``forward_head``, ``get_classifier``,
 ``reset_classifier``, ``num_features``, ``pretrained_cfg``) and a GAP -> dropout -> ``fc`` head, so

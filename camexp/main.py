@@ -27,6 +27,7 @@ log = logging.getLogger("camexp")
 # is read as a Python package when camexp runs as a console script.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
+
 # Used by configs/config.yaml's hydra.run.dir and hydra.output_subdir (see `resume`).
 # Under torchrun, ranks other than 0 get a scratch folder of their own: rank 0 writes the run.
 def run_dir_resolver(resume, default):

@@ -1,10 +1,10 @@
 """Run camexp and die with SIGKILL at a chosen point (used by tests/test_resume.py).
 
-    python tests/kill_driver.py step:N  camexp-overrides...   SIGKILL after training step N
-    python tests/kill_driver.py term:N  camexp-overrides...   SIGTERM to itself after step N
-    python tests/kill_driver.py save:N  camexp-overrides...   SIGKILL inside the N-th checkpoint
-                                                              save, after the temporary file is
-                                                              written and before it is renamed
+python tests/kill_driver.py step:N  camexp-overrides...   SIGKILL after training step N
+python tests/kill_driver.py term:N  camexp-overrides...   SIGTERM to itself after step N
+python tests/kill_driver.py save:N  camexp-overrides...   SIGKILL inside the N-th checkpoint
+                                                          save, after the temporary file is
+                                                          written and before it is renamed
 """
 
 import os
