@@ -253,3 +253,19 @@ def test_nan_inputs_diverge_before_the_optimizer_step():
         )
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), f"{key} changed"
+
+
+@pytest.mark.parametrize(
+    "override, phrase",
+    [("+optim.bogus=1", "unexpected keyword argument 'bogus'"), ("optim.momentum=-1", "momentum")],
+)
+def test_an_optimizer_option_torch_rejects_is_one_line(tiny_fmnist, tmp_path, override, phrase):
+    done = subprocess.run(
+        [sys.executable, "-m", "camexp", "debug=smoke", f"dataset.root={tiny_fmnist}",
+         "dataset.val_size=16", "metrics=none", override, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert phrase in done.stderr and "optim:" in done.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"

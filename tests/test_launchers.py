@@ -51,7 +51,7 @@ def results(out: Path) -> dict:
 
 @pytest.mark.parametrize("launcher", ["parallel", "local_submitit"])
 def test_sweep_completes_and_a_failing_job_keeps_the_others(tmp_path, fmnist, launcher):
-    # Job 1 fails: momentum -1 makes torch's SGD raise a plain ValueError (not a UserError).
+    # Job 1 fails: torch rejects momentum -1 (reported as a one-line user error).
     # Jobs 0 and 2 must still complete, in the same sweep folder, each with its results.
     proc = camexp(
         tmp_path, fmnist, "optim.momentum=0.9,-1,0.8", f"hydra/launcher={launcher}", "-m",

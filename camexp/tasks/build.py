@@ -246,13 +246,23 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
     spec = OmegaConf.to_container(cfg.optim, resolve=True)
     decay_norm_and_bias = spec.pop("decay_norm_and_bias", True)
     groups = param_groups(model, float(spec.get("weight_decay", 0.0)), decay_norm_and_bias)
-    return instantiate(spec)(groups)
+    return call_partial("optim", instantiate(spec), groups)
 
 
 def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
-    return instantiate(cfg.sched)(
-        optimizer, epochs=int(cfg.epochs), steps_per_epoch=steps_per_epoch
-    )
+    return call_partial(
+        "sched", instantiate(cfg.sched), optimizer, epochs=int(cfg.epochs),
+        steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+
+
+def call_partial(group: str, factory, *args, **kwargs):
+    """Call a ``_partial_`` leaf; an unknown key or a value torch rejects (``+optim.bogus=1``,
+    ``optim.momentum=-1``) becomes one line naming the group, not a traceback."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{group}: {err}; check the {group}.* keys (camexp --cfg job)") from err
 
 
 # ----------------------------------------------------------------------------- CAM quality (#9)
