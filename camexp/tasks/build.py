@@ -188,8 +188,11 @@ def build_loss(cfg: DictConfig) -> Objective:
     return objective
 
 
-def build_model(cfg: DictConfig, data: Data, needs_cam: bool, device: torch.device) -> Backbone:
-    b = cfg.backbone
+def build_model(
+    cfg: DictConfig, data: Data, needs_cam: bool, device: torch.device, spec=None
+) -> Backbone:
+    """The network of ``spec`` (default ``cfg.backbone``; task=kd passes ``cfg.teacher``)."""
+    b = cfg.backbone if spec is None else spec
     extra = OmegaConf.to_container(b.kwargs) if b.get("kwargs") else {}
     model = build_backbone(
         str(b.name),
@@ -197,9 +200,9 @@ def build_model(cfg: DictConfig, data: Data, needs_cam: bool, device: torch.devi
         data.channels,
         data.image_size,
         needs_cam=needs_cam,
-        pretrained=bool(b.pretrained),
-        small_input_stem=bool(b.small_input_stem),
-        drop_rate=float(b.drop_rate),
+        pretrained=bool(b.get("pretrained", False)),
+        small_input_stem=bool(b.get("small_input_stem", False)),
+        drop_rate=float(b.get("drop_rate", 0.0)),
         **extra,
     )
     model = model.to(device)

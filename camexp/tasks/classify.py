@@ -7,13 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 from camexp import distributed
 from camexp.tasks import build
 from camexp.tasks.record import RunRecord
-from camexp.tracking import Progress
 
 log = logging.getLogger(__name__)
-
-
-def progress_from(setting) -> Progress:
-    return Progress(None if setting in ("auto", None) else bool(setting))
 
 
 def hparams(cfg: DictConfig) -> dict:
@@ -61,15 +56,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
         scheduler=scheduler, regularizer=regularizer, device=device, meta=meta,
     )  # fmt: skip
-    tracker = trainer.tracker
-    try:
-        results = trainer.fit()
-        tracker.add_hparams(
-            hparams(cfg),
-            {f"hparam/{k}": v for k, v in results["metrics"].items() if isinstance(v, float)},
-        )
-    finally:
-        tracker.close()
+    results = trainer.fit_and_report(hparams(cfg))
     if not distributed.is_main():  # rank 0 tests and writes the results
         return results
     m = results["metrics"]

@@ -10,11 +10,9 @@ engine in eval mode without gradients. Loss terms that read it have ``needs_teac
 import logging
 import os
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from camexp import distributed
-from camexp.backbone import build_backbone
 from camexp.checkpoint import load_checkpoint
 from camexp.engine import evaluate
 from camexp.errors import UserError
@@ -55,16 +53,7 @@ def build_teacher(t: DictConfig, state: dict, data: build.Data, needs_cam: bool,
         std=data.std,
         image_size=image_size,
     )
-    extra = OmegaConf.to_container(t.kwargs) if t.get("kwargs") else {}
-    model = build_backbone(
-        str(t.name),
-        data.num_classes,
-        data.channels,
-        data.image_size,
-        needs_cam=needs_cam,
-        small_input_stem=bool(t.small_input_stem),
-        **extra,
-    )
+    model = build.build_model(cfg, data, needs_cam, device, spec=t)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
@@ -72,9 +61,6 @@ def build_teacher(t: DictConfig, state: dict, data: build.Data, needs_cam: bool,
         raise UserError(
             f"teacher checkpoint {t.ckpt} does not fit teacher {t.name}: {first}"
         ) from err
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     return FrozenTeacher(model)
 
 
@@ -128,16 +114,10 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         meta=meta,
         teacher=teacher if reads_teacher else None,  # a CE baseline need not pay for it
     )
-    tracker = trainer.tracker
-    try:
-        results = trainer.fit()
-        results["metrics"].update({k: round(v, 4) for k, v in teacher_metrics.items()})
-        tracker.add_hparams(
-            {**hparams(cfg), "teacher": str(t.name)},
-            {f"hparam/{k}": v for k, v in results["metrics"].items() if isinstance(v, float)},
-        )
-    finally:
-        tracker.close()
+    results = trainer.fit_and_report(
+        {**hparams(cfg), "teacher": str(t.name)},
+        {k: round(v, 4) for k, v in teacher_metrics.items()},
+    )
     if not distributed.is_main():  # rank 0 tests and writes the results
         return results
     m = results["metrics"]

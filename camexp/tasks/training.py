@@ -175,6 +175,17 @@ class Trainer:
                 signal.signal(getattr(signal, name), handler)
         return self.finish()
 
+    def fit_and_report(self, hparams: dict, extra_metrics: dict | None = None) -> dict:
+        """``fit()``, then TensorBoard's HParams summary; the tracker is closed either way."""
+        try:
+            results = self.fit()
+            results["metrics"].update(extra_metrics or {})
+            numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, float)}
+            self.tracker.add_hparams(hparams, {f"hparam/{k}": v for k, v in numbers.items()})
+            return results
+        finally:
+            self.tracker.close()
+
     def run_epoch(self) -> None:
         epoch = self.epoch + 1
         started = time.perf_counter()

@@ -131,7 +131,6 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
         scheduler=scheduler, regularizer=regularizer, device=device, meta=meta,
     )  # fmt: skip
-    tracker = trainer.tracker
     summary = {
         "mode": str(t.mode),
         "head_lr_mult": float(t.head_lr_mult),
@@ -139,15 +138,8 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         "bn": str(t.bn),
         **counts,
     }
-    try:
-        results = trainer.fit()
-        flat = {**hparams(cfg), "transfer.mode": str(t.mode), "source.loss": source.get("loss")}
-        tracker.add_hparams(
-            flat,
-            {f"hparam/{k}": v for k, v in results["metrics"].items() if isinstance(v, float)},
-        )
-    finally:
-        tracker.close()
+    flat = {**hparams(cfg), "transfer.mode": str(t.mode), "source.loss": source.get("loss")}
+    results = trainer.fit_and_report(flat)
     m = results["metrics"]
     log.info(
         "test acc1 %.2f (last), %.2f (best on val, epoch %s)",
