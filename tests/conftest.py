@@ -1,4 +1,4 @@
-"""Shared fixtures that write tiny datasets in the official on-disk formats.
+"""Shared fixtures that write tiny datasets in the official on-disk formats, and ``run_camexp``.
 
 Images are class-dependent patterns plus noise, so a small network can learn them in a few steps
 and its CAMs have a place to look: class k gets a bright bar or patch at a class-specific spot.
@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def run_camexp(*args, cwd=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m camexp ARGS`` as a user runs it: one-line errors (HYDRA_FULL_ERROR unset), and
+    one OpenMP thread (the tensors are tiny and a loaded 2-core machine makes OpenMP spin)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "camexp", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
 
 CIFAR10_NAMES = [
     "airplane",

@@ -7,7 +7,6 @@ instead of the ~4 s of importing torch and timm in a fresh interpreter; the case
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_cifar, write_fashion_mnist
+from conftest import run_camexp, write_cifar, write_fashion_mnist
 
 from camexp.backbone import Output
 from camexp.data.regularizers import Regularizer
@@ -103,17 +102,7 @@ class Payload:
 
 
 def camexp_subprocess(args: list[str], cwd: Path) -> tuple[int, str]:
-    # one thread: the tensors are tiny and a loaded 2-core machine makes OpenMP spin for seconds
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "camexp", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_camexp(*args, cwd=cwd)
     return done.returncode, done.stderr
 
 
@@ -260,10 +249,9 @@ def test_nan_inputs_diverge_before_the_optimizer_step():
     [("+optim.bogus=1", "unexpected keyword argument 'bogus'"), ("optim.momentum=-1", "momentum")],
 )
 def test_an_optimizer_option_torch_rejects_is_one_line(tiny_fmnist, tmp_path, override, phrase):
-    done = subprocess.run(
-        [sys.executable, "-m", "camexp", "debug=smoke", f"dataset.root={tiny_fmnist}",
-         "dataset.val_size=16", "metrics=none", override, f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300,
+    done = run_camexp(
+        "debug=smoke", f"dataset.root={tiny_fmnist}", "dataset.val_size=16", "metrics=none",
+        override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr

@@ -5,7 +5,6 @@ images, and each rank draws its own augmentations), and only rank 0 writes the r
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -23,11 +22,6 @@ def last_row(run_dir):
         return list(csv.DictReader(f))[-1]
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None
-    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
-    reason="torchrun not installed",
-)
 def test_two_process_gloo_run_matches_one_process(tiny_fmnist, tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     args = [*SMALL, f"dataset.root={tiny_fmnist}"]

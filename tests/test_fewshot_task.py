@@ -1,12 +1,9 @@
 """task=fewshot end to end on a tiny Fashion-MNIST: stage 1, stage 2, stage 2 alone, bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import write_fashion_mnist
+from conftest import run_camexp, write_fashion_mnist
 
 EPISODE_KEYS = [
     f"fewshot/novel/5way_{k}shot/{c}/{m}"
@@ -17,10 +14,8 @@ EPISODE_KEYS = [
 
 
 def camexp(run_dir, *overrides):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    cmd = [sys.executable, "-m", "camexp", f"hydra.run.dir={run_dir}", "progress=false",
-           "tensorboard=false", "device=cpu", *overrides]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return run_camexp(f"hydra.run.dir={run_dir}", "progress=false", "tensorboard=false",
+                      "device=cpu", *overrides)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,10 @@ KD term; the teacher stays frozen through a step; bad input stops before trainin
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import run_camexp as cli
 from conftest import write_fashion_mnist
 from hydra import compose, initialize_config_dir
 
@@ -23,18 +21,6 @@ from camexp.tasks.record import RunRecord
 from camexp.teacher import FrozenTeacher
 
 SMOKE = ["debug=smoke", "dataset.val_size=32", "batch_size=16", "progress=false", "device=cpu"]
-
-
-def cli(*args, cwd) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "camexp", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

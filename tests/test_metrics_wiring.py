@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_fashion_mnist
+from conftest import run_camexp, write_fashion_mnist
 from PIL import Image
 
 from camexp.backbone import build_backbone
@@ -131,10 +129,7 @@ def test_compare_cams_refuses_different_datasets(fm_root, tmp_path):
 
 
 def camexp(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    cmd = [sys.executable, "-m", "camexp", "progress=false", "tensorboard=false", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_camexp("progress=false", "tensorboard=false", *args, cwd=cwd)
 
 
 def test_train_then_eval_on_cluttered_data_report_cam_quality(tmp_path):

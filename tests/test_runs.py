@@ -7,14 +7,12 @@ results are checked against an evaluation written here from the checkpoint and t
 import csv
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_camexp as camexp
 from conftest import write_fashion_mnist
 
 from camexp.backbone import build_backbone
@@ -23,20 +21,6 @@ N_TRAIN, N_TEST, VAL = 64, 32, 16
 # debug=smoke keeps 64 val images by default; the tiny set has 64 train images in all
 COMMON = ["debug=smoke", f"dataset.val_size={VAL}", "metrics=none"]
 MEAN, STD = 0.2860, 0.3530  # configs/dataset/fashion_mnist.yaml
-
-
-def camexp(*args, cwd):
-    """Run ``python -m camexp`` in ``cwd``; returns the CompletedProcess."""
-    # one thread: the tensors are tiny and a loaded 2-core machine makes OpenMP spin for seconds
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "camexp", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def train(tmp: Path, data: str, *overrides) -> Path:

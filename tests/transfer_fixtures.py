@@ -7,12 +7,11 @@ can be caught by looking at the pixels (see ``class_colour``).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import run_camexp
 
 
 def class_colour(k: int) -> tuple[int, int, int]:
@@ -152,12 +151,4 @@ def write_flowers102(dir: str | Path, images: int = 12) -> dict:
 
 def camexp_cli(*args: str, cwd: str | Path, timeout: int = 240) -> subprocess.CompletedProcess:
     """Run ``python -m camexp ARGS`` (the entry point) with progress bars off."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # one-line errors
-    return subprocess.run(
-        [sys.executable, "-m", "camexp", "progress=false", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_camexp("progress=false", *args, cwd=cwd, timeout=timeout)

@@ -30,6 +30,14 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"{key}={value!r} is not an option; use one of {', '.join(choices)}")
 
 
+def map_options(term: str, norm: str, distance: str, target: str, **rest) -> dict:
+    """The options CAM-loss and CCM share, checked against their choices (``loss.<term>.*``)."""
+    check_choice(f"loss.{term}.norm", norm, NORMS)
+    check_choice(f"loss.{term}.distance", distance, DISTANCES)
+    check_choice(f"loss.{term}.target", target, TARGETS)
+    return dict(norm=norm, distance=distance, target=target, **rest)
+
+
 def map_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l1") -> torch.Tensor:
     """Mean pointwise distance between two stacks of maps of the same shape."""
     if distance == "l1":
@@ -90,20 +98,12 @@ class CAMLoss(nn.Module):
         eps: float = 1e-6,
     ):
         super().__init__()
-        check_choice("loss.cam.norm", norm, NORMS)
-        check_choice("loss.cam.distance", distance, DISTANCES)
-        check_choice("loss.cam.target", target, TARGETS)
         self.weight = weight
         self.warmup_epochs = warmup_epochs  # alpha is 0 before this epoch
-        self.options = dict(
-            norm=norm,
-            distance=distance,
-            detach_classifier=detach_classifier,
-            detach_cam=detach_cam,
-            relu=relu,
-            target=target,
-            eps=eps,
-        )
+        self.options = map_options(
+            "cam", norm, distance, target, relu=relu, eps=eps,
+            detach_classifier=detach_classifier, detach_cam=detach_cam,
+        )  # fmt: skip
 
     def forward(self, student, teacher, targets: torch.Tensor) -> torch.Tensor:
         return cam_loss(student.features, student.fc_weight, targets, **self.options)

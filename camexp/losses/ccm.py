@@ -19,7 +19,7 @@ from torch import nn
 
 from camexp.cam import class_agnostic_map, normalize, target_cam
 from camexp.errors import UserError
-from camexp.losses.cam import DISTANCES, NORMS, TARGETS, check_choice, map_distance
+from camexp.losses.cam import map_distance, map_options
 from camexp.losses.kd import require_teacher
 
 
@@ -71,12 +71,9 @@ class CCMLoss(nn.Module):
         eps: float = 1e-6,
     ):
         super().__init__()
-        check_choice("loss.ccm.norm", norm, NORMS)
-        check_choice("loss.ccm.distance", distance, DISTANCES)
-        check_choice("loss.ccm.target", target, TARGETS)
         self.weight = weight
         self.warmup_epochs = warmup_epochs  # beta is 0 before this epoch
-        self.options = dict(norm=norm, distance=distance, relu=relu, target=target, eps=eps)
+        self.options = map_options("ccm", norm, distance, target, relu=relu, eps=eps)
 
     def forward(self, student, teacher, targets: torch.Tensor) -> torch.Tensor:
         require_teacher(teacher, "ccm")

@@ -276,10 +276,13 @@ def build_cam_quality(cfg: DictConfig):
 
 # ----------------------------------------------------------------------------- the trainer
 def build_trainer(
-    cfg: DictConfig, record, *, model, objective, data: Data, optimizer, scheduler, regularizer,
-    device: torch.device, meta: dict, teacher=None,
+    cfg: DictConfig, record, *, model, objective, data: Data, optimizer, device: torch.device,
+    meta: dict, teacher=None,
 ):  # fmt: skip
-    """The epoch loop with the run's options; the tracker it writes to is ``trainer.tracker``."""
+    """The epoch loop with the run's options, schedule and regularizer; the tracker it writes to
+    is ``trainer.tracker``. Tasks differ only in the optimizer they pass (transfer: its groups)."""
+    scheduler = build_scheduler(cfg, optimizer, len(data.train))
+    regularizer = build_regularizer(cfg, data.num_classes)
     from camexp.tasks.training import Trainer
     from camexp.tracking import Progress, Tracker
 

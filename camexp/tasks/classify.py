@@ -39,8 +39,6 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     meta = build.model_meta(cfg, data, model)
     model = distributed.wrap(model, device)  # DistributedDataParallel under torchrun
     optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
     log.info(
         "%s on %s: %d classes, %d train batches of %d, device %s",
         cfg.backbone.name,
@@ -54,7 +52,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     # --- train and test
     trainer = build.build_trainer(
         cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
-        scheduler=scheduler, regularizer=regularizer, device=device, meta=meta,
+        device=device, meta=meta,
     )  # fmt: skip
     results = trainer.fit_and_report(hparams(cfg))
     if not distributed.is_main():  # rank 0 tests and writes the results

@@ -74,21 +74,25 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     objective = build.build_loss(cfg).to(device)
     reads_teacher = teacher_terms(objective)
 
-    # --- data, student, teacher, optimisation
+    # --- data, student, teacher, the loop (a bad optim/sched option stops before any evaluation)
     data = build.build_data(cfg, device)
     model = build.build_model(cfg, data, objective.needs_cam, device)
     meta = build.model_meta(cfg, data, model)
     model = distributed.wrap(model, device)  # DistributedDataParallel under torchrun
     teacher = build_teacher(t, state, data, needs_teacher_cam(objective), device, cfg)
     optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
-    amp = build.amp_dtype(str(cfg.amp), device)
+    trainer = build.build_trainer(
+        cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
+        device=device, meta=meta,
+        teacher=teacher if reads_teacher else None,  # a CE baseline need not pay for it
+    )  # fmt: skip
     teacher_metrics = {}
     if cfg.task.get("eval_teacher", True):
         shown = data.val or data.test
         prefix = "teacher/val" if data.val is not None else "teacher/test"
-        teacher_metrics = evaluate(teacher, shown, device, amp_dtype=amp, prefix=prefix)
+        teacher_metrics = evaluate(
+            teacher, shown, device, amp_dtype=trainer.amp_dtype, prefix=prefix
+        )
         teacher_metrics.pop(f"{prefix}/images_per_s")
     log.info(
         "distilling %s (%s, %s) into %s on %s; terms reading the teacher: %s",
@@ -101,19 +105,6 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     )
 
     # --- train and test
-    trainer = build.build_trainer(
-        cfg,
-        record,
-        model=model,
-        objective=objective,
-        data=data,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        regularizer=regularizer,
-        device=device,
-        meta=meta,
-        teacher=teacher if reads_teacher else None,  # a CE baseline need not pay for it
-    )
     results = trainer.fit_and_report(
         {**hparams(cfg), "teacher": str(t.name)},
         {k: round(v, 4) for k, v in teacher_metrics.items()},

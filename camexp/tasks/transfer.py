@@ -122,14 +122,12 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
 
     # --- optimisation
     optimizer = build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
 
     # --- train and test
     meta = {**build.model_meta(cfg, data, model), "source": source}
     trainer = build.build_trainer(
         cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
-        scheduler=scheduler, regularizer=regularizer, device=device, meta=meta,
+        device=device, meta=meta,
     )  # fmt: skip
     summary = {
         "mode": str(t.mode),
