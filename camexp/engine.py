@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from camexp.distributed import sum_across_ranks
+from camexp.run.distributed import sum_across_ranks
 from camexp.errors import Diverged
 
 

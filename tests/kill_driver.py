@@ -11,8 +11,8 @@ import os
 import signal
 import sys
 
-import camexp.checkpoint
-import camexp.tasks.training
+import camexp.run.checkpoint
+import camexp.training.trainer
 from camexp.main import main
 
 kind, _, count = sys.argv[1].partition(":")
@@ -42,12 +42,12 @@ def kill_inside_save(replace):
 
 
 if kind in ("step", "term"):
-    camexp.tasks.training.Trainer.after_step = signal_after_step(
-        camexp.tasks.training.Trainer.after_step,
+    camexp.training.trainer.Trainer.after_step = signal_after_step(
+        camexp.training.trainer.Trainer.after_step,
         signal.SIGKILL if kind == "step" else signal.SIGTERM,
     )
 elif kind == "save":
-    camexp.checkpoint.os.replace = kill_inside_save(os.replace)
+    camexp.run.checkpoint.os.replace = kill_inside_save(os.replace)
 else:
     raise SystemExit(f"unknown kill point {sys.argv[1]!r}; use step:N, term:N or save:N")
 

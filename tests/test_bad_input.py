@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import run_camexp, write_cifar, write_fashion_mnist
 
-from camexp.backbone import Output
+from camexp.models.backbone import Output
 from camexp.data.regularizers import Regularizer
 from camexp.engine import train_one_epoch
 from camexp.errors import Diverged

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from camexp.backbone import Output, build_backbone
+from camexp.models.backbone import Output, build_backbone
 from camexp.cam import class_activation_maps, class_agnostic_map, normalize, target_cam
 from camexp.errors import UserError
 from camexp.losses import (

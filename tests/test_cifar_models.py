@@ -1,4 +1,4 @@
-"""Tests for camexp.cifar_models: timm registration, shapes, CAM identity, parameter counts."""
+"""Tests for camexp.models.small_nets: timm registration, shapes, CAM identity, parameter counts."""
 
 import importlib
 import warnings
@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-import camexp.cifar_models as cifar_models
+import camexp.models.small_nets as cifar_models
 from camexp.errors import UserError
 
 NAMES = (

@@ -19,11 +19,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import camexp.backbone  # noqa: F401  (registers the small-image nets into timm)
+import camexp.models.backbone  # noqa: F401  (registers the small-image nets into timm)
 from camexp.data.regularizers import Regularizer
 from camexp.losses import CAMLoss, build_objective
 from camexp.main import CONFIG_DIR
-from camexp.tasks import build
+from camexp.training import parts as build
 
 CONFIGS = Path(CONFIG_DIR)
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from camexp.backbone import Output
-from camexp.convergence import convergence_epochs
+from camexp.models.backbone import Output
+from camexp.metrics.convergence import convergence_epochs
 from camexp.errors import UserError
 from camexp.losses import (
     ATLoss,
@@ -20,7 +20,7 @@ from camexp.losses import (
     cat_kd_loss,
     kd_loss,
 )
-from camexp.teacher import check_teacher_terms
+from camexp.models.teacher import check_teacher_terms
 
 
 # ----------------------------------------------------------------------------- kd

@@ -10,15 +10,15 @@ from conftest import run_camexp as cli
 from conftest import write_fashion_mnist
 from hydra import compose, initialize_config_dir
 
-from camexp.backbone import build_backbone
+from camexp.models.backbone import build_backbone
 from camexp.data.regularizers import Regularizer
 from camexp.engine import train_one_epoch
 from camexp.errors import UserError
 from camexp.losses import ATLoss, CATKDLoss, CCMLoss, CrossEntropy, KDLoss, Objective
 from camexp.main import CONFIG_DIR
 from camexp.tasks import kd as kd_task
-from camexp.tasks.record import RunRecord
-from camexp.teacher import FrozenTeacher
+from camexp.run.record import RunRecord
+from camexp.models.teacher import FrozenTeacher
 
 SMOKE = ["debug=smoke", "dataset.val_size=32", "batch_size=16", "progress=false", "device=cpu"]
 
@@ -107,7 +107,7 @@ def test_missing_checkpoint_and_classify_with_kd_term(tmp_path):
         run_kd([*SMOKE, "task=kd", "teacher=resnet56"], tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         run_kd([*SMOKE, "task=kd", "teacher=resnet56", f"teacher.ckpt={tmp_path}/no.pt"], tmp_path)
-    from camexp.tasks import build
+    from camexp.training import parts as build
 
     with pytest.raises(UserError, match="kd need a teacher"):
         build.build_loss(compose_kd(["loss=[ce,kd]"]))

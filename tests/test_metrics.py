@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from camexp.backbone import Output
+from camexp.models.backbone import Output
 from camexp.metrics.boxes import (
     box_iou,
     component_boxes,

@@ -11,9 +11,9 @@ import torch
 from conftest import run_camexp, write_fashion_mnist
 from PIL import Image
 
-from camexp.backbone import build_backbone
-from camexp.cam_compare import compare_cams
-from camexp.checkpoint import save_checkpoint
+from camexp.models.backbone import build_backbone
+from camexp.report.cams import compare_cams
+from camexp.run.checkpoint import save_checkpoint
 from camexp.data.cluttered import load_cluttered
 from camexp.data.memory import InMemoryLoader
 from camexp.errors import UserError

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from camexp.report import main as report_main
+from camexp.report.cli import main as report_main
 
 
 def write_run(
@@ -176,8 +176,8 @@ def test_plot_writes_png(sweep, tmp_path, capsys):
     code, _, err = run_report(capsys, sweep, "--plot", png)
     assert code == 0 and "wrote" in err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from camexp.report_plot import group_curve
-    from camexp.report_runs import find_runs, group_runs
+    from camexp.report.plot import group_curve
+    from camexp.report.runs import find_runs, group_runs
 
     runs = find_runs([str(sweep)])
     groups = group_runs(runs, ["backbone", "loss.cam.weight"])
@@ -210,7 +210,7 @@ def test_bad_input_is_one_line(tmp_path, sweep, capsys, monkeypatch, setup, args
         write_run(folder, "b", ["seed=0"], {"test/acc1": 1.0}, task="kd")
     elif setup == "failed":
         write_run(folder, "a", ["seed=0"], {}, status="failed", error="UserError: x")
-    monkeypatch.setitem(sys.modules, "camexp.cam_compare", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "camexp.report.cams", None)  # as if not installed
     code, out, err = run_report(capsys, folder, *args)
     assert code == 2
     last = err.strip().splitlines()[-1]
@@ -219,9 +219,9 @@ def test_bad_input_is_one_line(tmp_path, sweep, capsys, monkeypatch, setup, args
 
 def test_cams_calls_cam_compare(tmp_path, capsys, monkeypatch):
     calls = []
-    fake = types.ModuleType("camexp.cam_compare")
+    fake = types.ModuleType("camexp.report.cams")
     fake.compare_cams = lambda run_dirs, out_png: calls.append((run_dirs, out_png))
-    monkeypatch.setitem(sys.modules, "camexp.cam_compare", fake)
+    monkeypatch.setitem(sys.modules, "camexp.report.cams", fake)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from camexp.checkpoint import load_checkpoint, save_checkpoint
+from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 from camexp.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))

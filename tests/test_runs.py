@@ -15,7 +15,7 @@ import torch
 from conftest import run_camexp as camexp
 from conftest import write_fashion_mnist
 
-from camexp.backbone import build_backbone
+from camexp.models.backbone import build_backbone
 
 N_TRAIN, N_TEST, VAL = 64, 32, 16
 # debug=smoke keeps 64 val images by default; the tiny set has 64 train images in all

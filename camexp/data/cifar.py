@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camexp.data.sources import ArraySplit
+from camexp.data.arrays import ArraySplit
 from camexp.errors import UserError
 
 

@@ -57,10 +57,6 @@ class InMemoryLoader:
         n, per_step = len(self.labels), self.batch_size * self.world
         return n // per_step if self.drop_last else -(-n // per_step)
 
-    @property
-    def num_images(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
-
     def state_dict(self) -> dict:
         """Where the epoch stands: resuming from it replays the rest of the epoch exactly."""
         mid_epoch = self.order is not None and 0 < self.position < len(self)

@@ -19,12 +19,13 @@ import difflib
 import gzip
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from camexp.data.arrays import ArraySplit
+from camexp.data.cifar import load_cifar
 from camexp.errors import UserError
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cifar100")
@@ -46,40 +47,6 @@ FASHION_MNIST_CLASSES = [
 SYSTEM_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _FMNIST_PREFIX = {"train": "train", "test": "t10k"}
 
-_DATASET_INFO = {
-    # Train-set statistics published with the datasets and used by common reference code.
-    "fashion_mnist": dict(channels=1, image_size=28, num_classes=10, mean=(0.2860,), std=(0.3530,)),
-    # Computed once from load_split("digits", None, "train") (1437 images, pixels / 255):
-    # mean 0.30543, std 0.37596.
-    "digits": dict(channels=1, image_size=8, num_classes=10, mean=(0.3054,), std=(0.3760,)),
-    "cifar10": dict(
-        channels=3,
-        image_size=32,
-        num_classes=10,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-    ),
-    "cifar100": dict(
-        channels=3,
-        image_size=32,
-        num_classes=100,
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-    ),
-}
-
-
-@dataclass
-class ArraySplit:
-    """One split held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
 
 def _check_name(name: str) -> None:
     if name in DATASETS:
@@ -87,12 +54,6 @@ def _check_name(name: str) -> None:
     close = difflib.get_close_matches(str(name), DATASETS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.{hint}")
-
-
-def dataset_info(name: str) -> dict:
-    """Channels, image size, number of classes and per-channel mean/std (in [0, 1] units)."""
-    _check_name(name)
-    return dict(_DATASET_INFO[name])
 
 
 def load_split(name: str, root: str | None, split: str, download: bool = False) -> ArraySplit:
@@ -109,7 +70,6 @@ def load_split(name: str, root: str | None, split: str, download: bool = False) 
         return _load_fashion_mnist(root, split, download)
     if name == "digits":
         return _load_digits(split)
-    from camexp.data.cifar import load_cifar  # here: cifar.py imports ArraySplit from this module
 
     return load_cifar(name, root, split, download)
 

@@ -4,9 +4,9 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from camexp import distributed
-from camexp.tasks import build
-from camexp.tasks.record import RunRecord
+from camexp.run import distributed
+from camexp.training import parts as build
+from camexp.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 

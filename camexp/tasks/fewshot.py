@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from camexp.checkpoint import load_checkpoint
+from camexp.run.checkpoint import load_checkpoint
 from camexp.data.episodes import (
     CLASSIFIERS,
     check_episode_shape,
@@ -38,8 +38,8 @@ from camexp.data.memory import InMemoryLoader
 from camexp.data.sources import ArraySplit
 from camexp.engine import autocast
 from camexp.errors import UserError
-from camexp.tasks import build, classify
-from camexp.tasks.record import RunRecord
+from camexp.training import parts as build, classify
+from camexp.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 

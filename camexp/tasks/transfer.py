@@ -17,12 +17,12 @@ import os
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from camexp import transfer
-from camexp.checkpoint import load_checkpoint
+from camexp.models import surgery as transfer
+from camexp.run.checkpoint import load_checkpoint
 from camexp.errors import UserError
-from camexp.tasks import build
+from camexp.training import parts as build
 from camexp.tasks.classify import hparams
-from camexp.tasks.record import RunRecord
+from camexp.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,6 @@ for weight, runs in sorted(rows.items()):
         cells.append(f"{statistics.mean(vals):.3g} ± {sd:.2g}" if vals else "-")
     print(f"| {weight} | {len(runs)} | " + " | ".join(cells) + " |")
 PY
-"$PY" -c "from camexp.cam_compare import compare_cams; import sys; \
+"$PY" -c "from camexp.report.cams import compare_cams; import sys; \
 compare_cams(sys.argv[1:3], sys.argv[3])" "$OUT/w0_s0" "$OUT/w1_s0" "$OUT/cams_ce_vs_cam.png"
 echo "picture: $OUT/cams_ce_vs_cam.png"

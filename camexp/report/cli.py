@@ -18,8 +18,8 @@ import os
 import sys
 
 from camexp.errors import UserError
-from camexp.report_runs import MISSING, NOT_GROUPED, find_runs, group_runs, grouping_keys
-from camexp.report_table import long_table, pivot_table, render
+from camexp.report.runs import MISSING, NOT_GROUPED, find_runs, group_runs, grouping_keys
+from camexp.report.table import long_table, pivot_table, render
 
 DEFAULT_METRICS = ("test/acc1", "test_best/acc1")  # last weights, best-on-val weights
 EXIT_USER_ERROR = 2
@@ -127,7 +127,7 @@ def report(args: argparse.Namespace) -> str:
             print(note + "\n" + "\n".join(failures), file=sys.stderr)
 
     if args.plot:
-        from camexp.report_plot import plot_curves
+        from camexp.report.plot import plot_curves
 
         plot_curves(groups, args.plot, column=args.plot_metric)
         print(f"camexp-report: wrote {args.plot}", file=sys.stderr)
@@ -135,13 +135,13 @@ def report(args: argparse.Namespace) -> str:
 
 
 def compare_cams(run_a: str, run_b: str, out_png: str) -> None:
-    """Hand two run folders to camexp.cam_compare (issue #9), imported only when asked for."""
+    """Hand two run folders to camexp.report.cams (issue #9), imported only when asked for."""
     try:
-        module = importlib.import_module("camexp.cam_compare")
+        module = importlib.import_module("camexp.report.cams")
     except ModuleNotFoundError as err:
-        if err.name != "camexp.cam_compare":
+        if err.name != "camexp.report.cams":
             raise
-        raise UserError("--cams needs camexp.cam_compare, which this install lacks") from err
+        raise UserError("--cams needs camexp.report.cams, which this install lacks") from err
     for run in (run_a, run_b):
         if not os.path.isdir(run):
             raise UserError(f"--cams: {run} is not a run folder")

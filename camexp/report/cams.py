@@ -7,7 +7,7 @@
 
     image (ground-truth boxes in green, when the dataset has them) | A: CAM | A: CAAM | B: CAM | ...
 
-Maps are those of camexp.pictures (target-class CAM and CAAM, min-max normalised, bilinear
+Maps are those of camexp.report.pictures (target-class CAM and CAAM, min-max normalised, bilinear
 upsampling, blue -> red). All runs must have been trained on the same dataset.
 """
 
@@ -19,11 +19,11 @@ import os
 import torch
 import torch.nn.functional as F
 
-from camexp.backbone import build_backbone
+from camexp.models.backbone import build_backbone
 from camexp.cam import class_agnostic_map, normalize, target_cam
-from camexp.checkpoint import load_checkpoint
+from camexp.run.checkpoint import load_checkpoint
 from camexp.errors import UserError
-from camexp.pictures import heat, save_png
+from camexp.report.pictures import heat, save_png
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from camexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from camexp.convergence import convergence_epochs
-from camexp.distributed import is_main, unwrap
+from camexp.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from camexp.metrics.convergence import convergence_epochs
+from camexp.run.distributed import is_main, unwrap
 from camexp.engine import EpochMeter, evaluate, train_one_epoch
 from camexp.errors import Diverged, Preempted, UserError
-from camexp.pictures import cam_grid, save_png
-from camexp.tracking import Progress, Tracker
+from camexp.report.pictures import cam_grid, save_png
+from camexp.run.tracking import Progress, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM sends one of these before a ti
 class Trainer:
     model: torch.nn.Module
     objective: torch.nn.Module
-    data: object  # camexp.tasks.build.Data
+    data: object  # camexp.training.parts.Data
     optimizer: torch.optim.Optimizer
     scheduler: object
     regularizer: object

@@ -1,6 +1,6 @@
 """Transfer-learning helpers: load a source checkpoint under a new head, freeze, BN modes.
 
-All functions take plain objects (a :class:`camexp.backbone.Backbone`, state dicts, numbers); the
+All functions take plain objects (a :class:`camexp.models.backbone.Backbone`, state dicts, numbers); the
 task ``camexp.tasks.transfer`` reads the config and calls them in order:
 
 1. :func:`check_source_meta` - the checkpoint's architecture against this run's (before any data).
@@ -260,7 +260,7 @@ def transfer_param_groups(
     """Named parameter groups: backbone at ``lr``, new head at ``lr * head_lr_mult``.
 
     Frozen parameters are left out; with ``decay_norm_and_bias=false`` 1-d parameters (norms,
-    biases) get no weight decay, as in ``camexp.tasks.build.param_groups``.
+    biases) get no weight decay, as in ``camexp.training.parts.param_groups``.
     """
     head = head_prefix(model)
     groups: dict[tuple[str, bool], list] = {}

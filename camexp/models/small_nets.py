@@ -362,6 +362,3 @@ def wrn_40_2(pretrained: bool = False, **kwargs: Any) -> _SmallNet:
 @_register
 def wrn_28_10(pretrained: bool = False, **kwargs: Any) -> _SmallNet:
     return _create("wrn_28_10", pretrained, **kwargs)
-
-
-MODEL_NAMES = tuple(_ARCHS)

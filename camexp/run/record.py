@@ -6,8 +6,8 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 
-from camexp.distributed import is_main
-from camexp.tracking import peak_rss_mb, versions, write_json_atomic
+from camexp.run.distributed import is_main
+from camexp.run.tracking import peak_rss_mb, versions, write_json_atomic
 
 
 class RunRecord:

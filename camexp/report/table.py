@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from camexp.report_runs import MISSING, sort_key
+from camexp.report.runs import MISSING, sort_key
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import camexp.cifar_models  # noqa: F401  (registers the small-image nets into timm)
+import camexp.models.small_nets  # noqa: F401  (registers the small-image nets into timm)
 from camexp.errors import UserError
 
 log = logging.getLogger(__name__)

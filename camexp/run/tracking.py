@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from camexp.distributed import is_main
+from camexp.run.distributed import is_main
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,6 @@ class Tracker:
                 for k, v in hparams.items()
             }
             self.writer.add_hparams(clean, metrics, run_name="hparams")
-
-    def write_results(self, results: dict) -> None:
-        if self.enabled:
-            write_json_atomic(self.results_path, results)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,0 +1,2 @@
+"""Models: the timm backbone wrapper, the small-image nets registered in timm, the frozen KD teacher
+and transfer surgery."""

@@ -1,0 +1,1 @@
+"""camexp-report: find run folders, tabulate, plot, draw CAMs side by side."""
