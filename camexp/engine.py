@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from camexp.run.distributed import sum_across_ranks
 from camexp.errors import Diverged
+from camexp.run.distributed import sum_across_ranks
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -16,9 +16,9 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from camexp.errors import Diverged, Preempted, UserError
 from camexp.run import distributed
 from camexp.run.checkpoint import load_checkpoint
-from camexp.errors import Diverged, Preempted, UserError
 from camexp.run.record import RunRecord
 
 log = logging.getLogger("camexp")

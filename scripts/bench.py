@@ -23,9 +23,9 @@ from hydra import compose, initialize_config_dir
 from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch
 from camexp.main import CONFIG_DIR
-from camexp.training import parts as build
 from camexp.models.teacher import FrozenTeacher
 from camexp.run.tracking import peak_rss_mb
+from camexp.training import parts as build
 
 
 def compose_cfg(overrides: list[str]):

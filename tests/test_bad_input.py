@@ -19,12 +19,12 @@ import pytest
 import torch
 from conftest import run_camexp, write_cifar, write_fashion_mnist
 
-from camexp.models.backbone import Output
 from camexp.data.regularizers import Regularizer
 from camexp.engine import train_one_epoch
 from camexp.errors import Diverged
 from camexp.losses import CrossEntropy, Objective
 from camexp.main import main
+from camexp.models.backbone import Output
 
 COMMON = ["debug=smoke", "dataset.val_size=16", "metrics=none"]
 EXIT_HYDRA, EXIT_USER, EXIT_DIVERGED = 1, 2, 3

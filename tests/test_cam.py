@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from camexp.models.backbone import Output, build_backbone
 from camexp.cam import class_activation_maps, class_agnostic_map, normalize, target_cam
 from camexp.errors import UserError
 from camexp.losses import (
@@ -22,6 +21,7 @@ from camexp.losses import (
     cam_loss,
     soft_cross_entropy,
 )
+from camexp.models.backbone import Output, build_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,8 +6,6 @@ import math
 import pytest
 import torch
 
-from camexp.models.backbone import Output
-from camexp.metrics.convergence import convergence_epochs
 from camexp.errors import UserError
 from camexp.losses import (
     ATLoss,
@@ -20,6 +18,8 @@ from camexp.losses import (
     cat_kd_loss,
     kd_loss,
 )
+from camexp.metrics.convergence import convergence_epochs
+from camexp.models.backbone import Output
 from camexp.models.teacher import check_teacher_terms
 
 

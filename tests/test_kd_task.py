@@ -10,15 +10,15 @@ from conftest import run_camexp as cli
 from conftest import write_fashion_mnist
 from hydra import compose, initialize_config_dir
 
-from camexp.models.backbone import build_backbone
 from camexp.data.regularizers import Regularizer
 from camexp.engine import train_one_epoch
 from camexp.errors import UserError
 from camexp.losses import ATLoss, CATKDLoss, CCMLoss, CrossEntropy, KDLoss, Objective
 from camexp.main import CONFIG_DIR
-from camexp.tasks import kd as kd_task
-from camexp.run.record import RunRecord
+from camexp.models.backbone import build_backbone
 from camexp.models.teacher import FrozenTeacher
+from camexp.run.record import RunRecord
+from camexp.tasks import kd as kd_task
 
 SMOKE = ["debug=smoke", "dataset.val_size=32", "batch_size=16", "progress=false", "device=cpu"]
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from camexp.models.backbone import Output
 from camexp.metrics.boxes import (
     box_iou,
     component_boxes,
@@ -23,6 +22,7 @@ from camexp.metrics.faithfulness import (
     trapezoid_auc,
 )
 from camexp.metrics.localization import ious_over_thresholds, max_box_acc, scoremaps
+from camexp.models.backbone import Output
 
 # ----------------------------------------------------------------------------- boxes
 

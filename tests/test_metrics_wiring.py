@@ -11,13 +11,13 @@ import torch
 from conftest import run_camexp, write_fashion_mnist
 from PIL import Image
 
-from camexp.models.backbone import build_backbone
-from camexp.report.cams import compare_cams
-from camexp.run.checkpoint import save_checkpoint
 from camexp.data.cluttered import load_cluttered
 from camexp.data.memory import InMemoryLoader
 from camexp.errors import UserError
 from camexp.metrics import CamQuality
+from camexp.models.backbone import build_backbone
+from camexp.report.cams import compare_cams
+from camexp.run.checkpoint import save_checkpoint
 
 CANVAS = 32
 MEAN, STD = (0.1,), (0.3,)

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 from camexp.errors import UserError
+from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "kill_driver.py")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from conftest import CIFAR10_NAMES, write_cifar, write_fashion_mnist, write_idx
+from omegaconf import OmegaConf
 
 from camexp.data import sources
 from camexp.data.sources import (

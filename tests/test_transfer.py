@@ -12,11 +12,11 @@ from conftest import write_fashion_mnist
 from hydra import compose, initialize_config_dir
 from transfer_fixtures import camexp_cli
 
+from camexp.errors import UserError
+from camexp.losses import CAMLoss, CrossEntropy, Objective
 from camexp.models import surgery as transfer
 from camexp.models.backbone import Output, build_backbone
 from camexp.run.checkpoint import load_checkpoint, save_checkpoint
-from camexp.errors import UserError
-from camexp.losses import CAMLoss, CrossEntropy, Objective
 from camexp.tasks import transfer as transfer_task
 
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")

@@ -1,6 +1,7 @@
 """Transfer-learning helpers: load a source checkpoint under a new head, freeze, BN modes.
 
-All functions take plain objects (a :class:`camexp.models.backbone.Backbone`, state dicts, numbers); the
+All functions take plain objects (a :class:`camexp.models.backbone.Backbone`, state dicts,
+numbers); the
 task ``camexp.tasks.transfer`` reads the config and calls them in order:
 
 1. :func:`check_source_meta` - the checkpoint's architecture against this run's (before any data).

@@ -19,11 +19,11 @@ import os
 import torch
 import torch.nn.functional as F
 
-from camexp.models.backbone import build_backbone
 from camexp.cam import class_agnostic_map, normalize, target_cam
-from camexp.run.checkpoint import load_checkpoint
 from camexp.errors import UserError
+from camexp.models.backbone import build_backbone
 from camexp.report.pictures import heat, save_png
+from camexp.run.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""The run folder's lifecycle: checkpoints, results.json, metrics/TensorBoard/progress, DDP ranks."""
+"""The run folder's lifecycle: checkpoints, results.json, metrics, TensorBoard, DDP ranks."""

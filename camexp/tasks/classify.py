@@ -5,8 +5,8 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from camexp.run import distributed
-from camexp.training import parts as build
 from camexp.run.record import RunRecord
+from camexp.training import parts as build
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ import os
 
 from omegaconf import DictConfig
 
-from camexp.run.checkpoint import load_checkpoint
 from camexp.engine import evaluate
 from camexp.errors import UserError
 from camexp.report.pictures import cam_grid, save_png
-from camexp.training import parts as build
+from camexp.run.checkpoint import load_checkpoint
 from camexp.run.record import RunRecord
+from camexp.training import parts as build
 
 log = logging.getLogger(__name__)
 

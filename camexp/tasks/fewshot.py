@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from camexp.run.checkpoint import load_checkpoint
 from camexp.data.episodes import (
     CLASSIFIERS,
     check_episode_shape,
@@ -38,8 +37,10 @@ from camexp.data.memory import InMemoryLoader
 from camexp.data.sources import ArraySplit
 from camexp.engine import autocast
 from camexp.errors import UserError
-from camexp.training import parts as build, classify
+from camexp.run.checkpoint import load_checkpoint
 from camexp.run.record import RunRecord
+from camexp.tasks import classify
+from camexp.training import parts as build
 
 log = logging.getLogger(__name__)
 

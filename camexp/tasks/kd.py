@@ -12,14 +12,14 @@ import os
 
 from omegaconf import DictConfig
 
-from camexp.run import distributed
-from camexp.run.checkpoint import load_checkpoint
 from camexp.engine import evaluate
 from camexp.errors import UserError
-from camexp.training import parts as build
-from camexp.tasks.classify import hparams
-from camexp.run.record import RunRecord
 from camexp.models.teacher import FrozenTeacher, check_teacher, needs_teacher_cam, teacher_terms
+from camexp.run import distributed
+from camexp.run.checkpoint import load_checkpoint
+from camexp.run.record import RunRecord
+from camexp.tasks.classify import hparams
+from camexp.training import parts as build
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import os
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from camexp.errors import UserError
 from camexp.models import surgery as transfer
 from camexp.run.checkpoint import load_checkpoint
-from camexp.errors import UserError
-from camexp.training import parts as build
-from camexp.tasks.classify import hparams
 from camexp.run.record import RunRecord
+from camexp.tasks.classify import hparams
+from camexp.training import parts as build
 
 log = logging.getLogger(__name__)
 

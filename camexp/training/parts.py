@@ -16,17 +16,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from camexp.run import distributed
-from camexp.models.backbone import Backbone, build_backbone
 from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.regularizers import Regularizer
 from camexp.data.sources import ArraySplit, split_train_val
-from camexp.run.distributed import local_batch, rank, world_size
 from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
 from camexp.metrics.boxes import folder_test_boxes
+from camexp.models.backbone import Backbone, build_backbone
 from camexp.models.teacher import check_teacher_terms
+from camexp.run import distributed
+from camexp.run.distributed import local_batch, rank, world_size
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
 def build_loss(cfg: DictConfig) -> Objective:
     terms = OmegaConf.to_container(cfg.loss, resolve=True)
     objective = build_objective(terms, instantiate)
-    # KD terms (needs_teacher) stop here unless task=kd supplies a teacher (camexp/models/teacher.py)
+    # KD terms (needs_teacher) stop here unless task=kd supplies a teacher (models/teacher.py)
     check_teacher_terms(objective, has_teacher=str(cfg.task.name) == "kd")
     return objective
 
@@ -283,8 +283,8 @@ def build_trainer(
     is ``trainer.tracker``. Tasks differ only in the optimizer they pass (transfer: its groups)."""
     scheduler = build_scheduler(cfg, optimizer, len(data.train))
     regularizer = build_regularizer(cfg, data.num_classes)
-    from camexp.training.trainer import Trainer
     from camexp.run.tracking import Progress, Tracker
+    from camexp.training.trainer import Trainer
 
     progress = cfg.get("progress", "auto")
     return Trainer(

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from camexp.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from camexp.metrics.convergence import convergence_epochs
-from camexp.run.distributed import is_main, unwrap
 from camexp.engine import EpochMeter, evaluate, train_one_epoch
 from camexp.errors import Diverged, Preempted, UserError
+from camexp.metrics.convergence import convergence_epochs
 from camexp.report.pictures import cam_grid, save_png
+from camexp.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from camexp.run.distributed import is_main, unwrap
 from camexp.run.tracking import Progress, Tracker
 
 log = logging.getLogger(__name__)
