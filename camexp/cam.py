@@ -1,6 +1,6 @@
 """Class activation maps (Zhou et al., CVPR 2016) and the class-agnostic map of CAM-loss.
 
-Notation (DESIGN.md §1): F features of the last conv stage (B, C, H, W); W classifier weight
+Notation (docs/design.md §1): F features of the last conv stage (B, C, H, W); W classifier weight
 (K, C); T soft targets (B, K). Because global average pooling is linear,
 ``mean_hw(M_k) + b[k] == logits[:, k]`` exactly for a GAP -> linear head.
 
@@ -37,17 +37,20 @@ def target_cam(features: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
 def normalize(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-6) -> torch.Tensor:
     """Normalise each map of each sample over its spatial positions.
 
-    ``minmax``: ``(m - min) / (max - min + eps)`` into [0, 1] (the reconstruction in DESIGN.md §1);
-    ``max``: ``m / (max + eps)``; ``none``: unchanged. ``maps`` is (..., H, W).
+    ``minmax``: ``(m - min) / (max - min + eps)`` into [0, 1] (reconstructed: docs/design.md §1);
+    ``max``: ``m+ / (max(m+) + eps)`` with ``m+ = max(m, 0)``, defined for non-negative maps (after
+    a ReLU): dividing a negative map by its negative maximum would invert it, so negative values
+    become 0 instead (``[-3, -1] -> [0, 0]``; the losses refuse ``max`` without ``relu``);
+    ``none``: unchanged. ``maps`` is (..., H, W).
     """
     if mode == "none":
         return maps
     flat = maps.flatten(-2)  # (..., H*W)
-    high = flat.amax(dim=-1, keepdim=True)
     if mode == "max":
-        out = flat / (high + eps)
+        flat = flat.clamp_min(0)
+        out = flat / (flat.amax(dim=-1, keepdim=True) + eps)
     elif mode == "minmax":
-        low = flat.amin(dim=-1, keepdim=True)
+        low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
         out = (flat - low) / (high - low + eps)
     else:
         raise ValueError(f"unknown map normalisation {mode!r}; use minmax, max or none")

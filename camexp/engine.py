@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from camexp.errors import Diverged
+from camexp.errors import Diverged, UserError
 from camexp.run.distributed import sum_across_ranks
 
 
@@ -135,9 +135,41 @@ def train_one_epoch(
     return stats
 
 
+TTA_LEVELS = {"none": 0, "flip": 1, "flip_translate": 2}
+
+
+def tta_level(name: str) -> int:
+    if name not in TTA_LEVELS:
+        raise UserError(f"tta={name!r} is not an option; use {', '.join(TTA_LEVELS)}")
+    return TTA_LEVELS[name]
+
+
+def tta_logits(model, images: torch.Tensor, level: int) -> torch.Tensor:
+    """Test-time augmentation of airbench (KellerJordan/cifar10-airbench, ``infer``):
+
+    level 0: ``f(x)``; level 1: ``m(x) = (f(x) + f(flip(x))) / 2``; level 2:
+    ``m(x) / 2 + m(shift_-1(x)) / 4 + m(shift_+1(x)) / 4``, where ``shift_s`` translates the image
+    by one pixel along both axes (reflect padding). Only meaningful for models trained with
+    horizontal flips (and translations) as augmentation.
+    """
+
+    def mirror(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x).logits.float()
+        return logits if level == 0 else 0.5 * (logits + model(x.flip(3)).logits.float())
+
+    if level < 2:
+        return mirror(images)
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")  # (B, C, H+2, W+2)
+    up_left, down_right = padded[..., :h, :w], padded[..., 2:, 2:]  # one pixel each way
+    return 0.5 * mirror(images) + 0.25 * (mirror(up_left) + mirror(down_right))
+
+
 @torch.no_grad()
-def evaluate(model, loader, device: torch.device, *, amp_dtype=None, prefix="val") -> dict:
-    """Top-1/top-5 accuracy (percent) and mean CE on ``loader``."""
+def evaluate(
+    model, loader, device: torch.device, *, amp_dtype=None, prefix="val", tta: int = 0
+) -> dict:
+    """Top-1/top-5 accuracy (percent) and mean CE on ``loader``; ``tta``: a TTA_LEVELS value."""
     model.eval()
     loss = torch.zeros((), device=device, dtype=torch.float64)
     top1 = torch.zeros((), device=device)
@@ -148,7 +180,7 @@ def evaluate(model, loader, device: torch.device, *, amp_dtype=None, prefix="val
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(images).logits.float()
+            logits = tta_logits(model, images, tta)  # (B, K), float
         loss += F.cross_entropy(logits, labels, reduction="sum")
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices == labels[:, None]  # (B, k)
@@ -163,3 +195,21 @@ def evaluate(model, loader, device: torch.device, *, amp_dtype=None, prefix="val
         f"{prefix}/acc5": 100.0 * values[2] / n,
         f"{prefix}/images_per_s": seen / max(time.perf_counter() - start, 1e-9),
     }
+
+
+def evaluate_variants(
+    model, loader, device: torch.device, *, prefix: str, amp_dtype=None, ema_model=None, tta=0
+) -> dict:
+    """The optional evaluations (#17), each under keys of its own so they never mix with the
+    live weights' plain numbers: the EMA weights (``{prefix}_ema/*``), test-time augmentation
+    (``{prefix}_tta/*``) and both (``{prefix}_ema_tta/*``). Empty when neither is on."""
+    out = {}
+    for suffix, net in (("", model), ("_ema", ema_model)):
+        if net is None:
+            continue
+        for level in ([0] if suffix else []) + ([tta] if tta else []):
+            key = prefix + suffix + ("_tta" if level else "")
+            stats = evaluate(net, loader, device, amp_dtype=amp_dtype, prefix=key, tta=level)
+            stats.pop(f"{key}/images_per_s")
+            out.update(stats)
+    return out

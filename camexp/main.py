@@ -1,14 +1,17 @@
 """The one entry point: ``camexp [overrides...]`` == ``python -m camexp [overrides...]``.
 
-Composes the config, dispatches on ``task.name`` to ``camexp.tasks.<name>.run`` and turns a
-user error into one line on stderr and a non-zero exit (tracebacks with HYDRA_FULL_ERROR=1).
+Composes the config, takes the run folder (a lock, ``.hydra/``, results.json), dispatches on
+``task.name`` to ``camexp.tasks.<name>.run``, and turns every error a user can cause (Hydra's
+included) into one line on stderr and a non-zero exit (tracebacks with HYDRA_FULL_ERROR=1).
+
+    exit 0 done · 1 a bug or a sweep with failed jobs · 2 a user error · 3 diverged
+    75 preempted (SIGTERM/SIGUSR1: resume) · 130 interrupted (Ctrl-C: resume)
 """
 
 import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,129 +20,204 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from camexp.errors import Diverged, Preempted, UserError
-from camexp.run import distributed
-from camexp.run.checkpoint import load_checkpoint
+from camexp.run import distributed, signals, sweep
+from camexp.run.hydra_errors import one_line
+from camexp.run.launchers import missing_launcher
+from camexp.run.lock import RunLock
+from camexp.run.options import check_options
+from camexp.run.recompose import CONFIG_DIR, compose_config, recompose_run, saved_overrides
 from camexp.run.record import RunRecord
+from camexp.run.tracking import write_text_atomic
 
+__all__ = ["CONFIG_DIR", "main"]
 log = logging.getLogger("camexp")
 
-# The top-level configs/ folder of the checkout, as an absolute path: a relative config_path
-# is read as a Python package when camexp runs as a console script.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-# Used by configs/config.yaml's hydra.run.dir and hydra.output_subdir (see `resume`).
-# Under torchrun, ranks other than 0 get a scratch folder of their own: rank 0 writes the run.
-def run_dir_resolver(resume, default):
-    if resume:
-        return resume
-    return default if distributed.is_main() else distributed.side_run_dir()
-
-
-OmegaConf.register_new_resolver("camexp_run_dir", run_dir_resolver, replace=True)
+# configs/config.yaml's hydra.run.dir: resume=RUN_DIR runs in RUN_DIR. camexp writes .hydra/
+# itself, after taking the folder's lock (Hydra would write it before any camexp code runs).
 OmegaConf.register_new_resolver(
-    "camexp_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True
+    "camexp_run_dir", lambda resume, default: resume or default, replace=True
 )
+OmegaConf.register_new_resolver("camexp_hydra_subdir", lambda resume: None, replace=True)
 # Run and sweep folders end in the launching process's id, so runs started in the same
 # microsecond (an array of single jobs) never share a folder. Cached: a sweep's jobs, resolved in
 # worker processes, see the launcher's id and hence its folder.
 OmegaConf.register_new_resolver("camexp_pid", os.getpid, use_cache=True, replace=True)
-RESUME_ALLOWED = ("resume", "progress", "log_every", "tensorboard", "device", "checkpoint_every")
+
+EXIT_BUG, EXIT_USER_ERROR, EXIT_DIVERGED = 1, 2, 3
 
 
-def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
-    """``resume=RUN_DIR``: the run continues with the config saved in its last checkpoint."""
-    run_dir = str(cfg.resume)
-    extra = [o for o in overrides if o.split("=")[0].lstrip("+~") not in RESUME_ALLOWED]
-    if extra:
-        raise UserError(
-            f"resume={run_dir} continues that run with its own config; drop {' '.join(extra)}"
-        )
-    last = os.path.join(run_dir, "checkpoints", "last.pt")
-    composed = os.path.join(run_dir, ".hydra", "config.yaml")
-    if os.path.exists(last):
-        resumed = OmegaConf.create(load_checkpoint(last)["config"])
-    elif os.path.exists(composed):  # killed before its first checkpoint: start it over
-        resumed = OmegaConf.load(composed)
-    else:
-        raise UserError(
-            f"resume={run_dir}: no checkpoints/last.pt or .hydra/config.yaml there; "
-            "pass a camexp run folder"
-        )
-    resumed.resume = run_dir
-    for override in overrides:  # the few volatile keys the command line may still change
-        key, _, _ = override.partition("=")
-        OmegaConf.update(resumed, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")))
-    saved = os.path.join(run_dir, ".hydra", "overrides.yaml")
-    original = list(OmegaConf.load(saved)) if os.path.exists(saved) else []
-    return resumed, original
-
-
-EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (resume)
+TASKS = ("classify", "eval", "fewshot", "kd", "transfer")  # the modules of camexp/tasks/
 
 
 def load_task(name: str):
-    try:
-        return importlib.import_module(f"camexp.tasks.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"camexp.tasks.{name}":
-            raise
-        raise UserError(f"unknown task {name!r}; see `camexp --help` for the task options") from err
+    if name not in TASKS:  # only a task module is importable as a task (task.name=build: no)
+        raise UserError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
+    return importlib.import_module(f"camexp.tasks.{name}")
 
 
-def user_error_of(err: Exception) -> Exception | None:
-    """The UserError or Diverged behind ``err``: hydra's ``instantiate`` wraps whatever a
-    ``_target_`` raises (a dataset reader, a loss's option check) in InstantiationException."""
+def user_error_of(err: BaseException) -> BaseException | None:
+    """The UserError, Diverged or Preempted behind ``err``: hydra's ``instantiate`` wraps
+    whatever a ``_target_`` raises (a dataset reader, a loss's option check, a signal) in
+    InstantiationException."""
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    return err if isinstance(err, UserError | Diverged) else None
+    return err if isinstance(err, UserError | Diverged | Preempted) else None
+
+
+def known_top_level_keys(cfg: DictConfig, overrides: list[str]) -> set[str]:
+    """The top-level keys of the config without the ``+key=`` overrides."""
+    plain = [o for o in overrides if not o.startswith("+") or o.startswith("++")]
+    if len(plain) == len(overrides):
+        return set(cfg.keys())
+    return set(compose_config(plain).keys())
+
+
+def save_hydra_files(run_dir: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, but atomically and under
+    the lock; kept as they are when the folder already holds a checkpoint to resume."""
+    folder = os.path.join(run_dir, ".hydra")
+    if os.path.exists(os.path.join(run_dir, "checkpoints", "last.pt")) and os.path.isdir(folder):
+        return
+    hydra_node = OmegaConf.create({"hydra": HydraConfig.get()})
+    write_text_atomic(os.path.join(folder, "config.yaml"), OmegaConf.to_yaml(cfg))
+    write_text_atomic(os.path.join(folder, "hydra.yaml"), OmegaConf.to_yaml(hydra_node))
+    write_text_atomic(os.path.join(folder, "overrides.yaml"), OmegaConf.to_yaml(overrides))
+
+
+def open_run(cfg: DictConfig, run_dir: str, overrides: list[str]):
+    """Lock the folder, recompose a resumed run, write .hydra/ and results.json "running"."""
+    lock = RunLock(run_dir).acquire() if distributed.is_main() else None
+    try:
+        if cfg.get("resume"):
+            same = os.path.abspath(str(cfg.resume)) == os.path.abspath(run_dir)
+            if distributed.is_main() and not same:
+                raise UserError(f"resume={cfg.resume} runs in that folder; drop hydra.run.dir")
+            cfg = recompose_run(str(cfg.resume), overrides, cli_cfg=cfg)
+            overrides = saved_overrides(str(cfg.resume))
+        elif distributed.is_main():
+            save_hydra_files(run_dir, cfg, overrides)
+        return cfg, RunRecord(run_dir, cfg, overrides), lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def log_to_file(level: int, message: str) -> None:
+    """Record ``message`` in camexp.log only: the console already gets it once on stderr (through
+    Hydra's console handler it would be printed a second time, on stdout)."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def stop(record: RunRecord, err: Preempted, multirun: bool):
+    status = signals.status_of(err)
+    record.fail(status, err)
+    if distributed.is_main():
+        log_to_file(logging.WARNING, f"{err}; continue with resume={record.run_dir}")
+        print(f"camexp: {status}: {err}; continue with: camexp resume={record.run_dir}",
+              file=sys.stderr)  # fmt: skip
+    signals.requeue(err)  # under submitit, its handler requeues the job into this folder
+    sys.exit(signals.EXIT_CODES[status])  # the signal was for the process: a sweep stops too
 
 
 def run_task(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    full_error = os.environ.get("CAMEXP_USER_FULL_ERROR") == "1"
     overrides = list(hydra_cfg.overrides.task)
-    if cfg.get("resume"):
-        try:
-            cfg, overrides = resumed_config(cfg, overrides)
-        except UserError as err:
-            print(f"camexp: error: {err}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
-    record = RunRecord(hydra_cfg.runtime.output_dir, cfg, overrides)
+    run_dir = hydra_cfg.runtime.output_dir
+    record, lock = None, None
+    # a launcher's job process (joblib, submitit) runs this without main(): install here too
+    handlers = {} if signals.installed() else signals.install()
     try:
+        with signals.deferred():  # a stop signal now waits until results.json exists
+            try:
+                cfg, record, lock = open_run(cfg, run_dir, overrides)
+            except UserError as err:  # not our folder (locked, another run's): write nothing
+                print(f"camexp: error: {err}", file=sys.stderr)
+                if full_error:
+                    raise
+                if multirun:
+                    return None
+                sys.exit(EXIT_USER_ERROR)
+        check_options(cfg, overrides, known_top_level_keys(cfg, overrides))
         return load_task(str(cfg.task.name)).run(cfg, record)
     except Preempted as err:
-        record.fail("preempted", err)
-        log.warning("%s; continue with resume=%s", err, record.run_dir)
-        print(f"camexp: {err}; continue with resume={record.run_dir}", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)  # the signal was for the process: a sweep stops here too
+        if record is None:
+            raise
+        stop(record, err, multirun)
     except (UserError, Diverged, InstantiationException) as raised:
         err = user_error_of(raised)
+        if isinstance(err, Preempted):
+            stop(record, err, multirun)
         if err is None:
             record.fail("failed", raised)
             raise
         diverged = isinstance(err, Diverged)
         record.fail("diverged" if diverged else "failed", err)
-        log.error("%s", err)
+        log_to_file(logging.ERROR, str(err))
         print(f"camexp: {'diverged' if diverged else 'error'}: {err}", file=sys.stderr)
         if full_error:
             raise
         if not multirun:  # in a sweep the other jobs go on; results.json holds the error
             sys.exit(EXIT_DIVERGED if diverged else EXIT_USER_ERROR)
         return None
-    except Exception as err:
-        record.fail("failed", err)
+    except BaseException as err:  # a bug, Ctrl-C without our handler, SystemExit, a full disk
+        if record is not None and not (isinstance(err, SystemExit) and err.code in (0, None)):
+            record.fail("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", err)
         raise
     finally:
-        distributed.remove_side_run_dir(hydra_cfg.runtime.output_dir)
+        if lock is not None:
+            lock.release()
+        signals.restore(handlers)
+        distributed.remove_side_run_dir(run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def hydra_main(cfg: DictConfig) -> dict | None:
     return run_task(cfg)
+
+
+def main() -> None:
+    """The console script: Hydra runs with HYDRA_FULL_ERROR=1 so that its own errors reach
+    this function, which prints them as one line (the user's HYDRA_FULL_ERROR=1 keeps them)."""
+    previous_handlers = signals.install()
+    user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["CAMEXP_USER_FULL_ERROR"] = "1" if user_full else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [sys.argv[0], *distributed.side_run_overrides(sys.argv[1:])]
+    missing = missing_launcher(sys.argv[1:])  # a launcher preset whose plugin is not installed
+    if missing is not None:
+        print(f"camexp: error: {missing}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    try:
+        hydra_main()
+        summary = sweep.take_summary()
+        if summary is not None:  # a sweep whose jobs all ran, some failing
+            print(f"camexp: {summary}", file=sys.stderr)
+            sys.exit(EXIT_BUG)
+    except Preempted as err:  # before the run folder was taken: nothing to resume
+        status = signals.status_of(err)
+        print(f"camexp: {status}: {err} before the run started; run the command again",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(signals.EXIT_CODES[status])
+    except Exception as err:
+        line = one_line(err)
+        if isinstance(user_error_of(err), UserError):
+            line = str(user_error_of(err))
+        if line is None or user_full:
+            raise
+        print(f"camexp: error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    finally:
+        signals.restore(previous_handlers)
+        if user_full:
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+        else:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 #   scripts/run.sh loss.cam.weight=0      the CE baseline; any camexp override works
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-camexp_setup
+camexp_setup launchers  # hydra/launcher=parallel|slurm|local_submitit need the plugins
 camexp_fashion_mnist
 cd "$CAMEXP_ROOT"
 if [ "$#" -eq 0 ]; then set -- experiment=fashion_resnet20; fi

@@ -1,5 +1,6 @@
 # Sourced by scripts/run.sh and scripts/test.sh: idempotent setup of .venv, camexp and the data.
-#   camexp_setup [dev]        -> .venv with camexp installed (editable), plus pytest/ruff if "dev"
+#   camexp_setup [EXTRAS]     -> .venv with camexp installed (editable) with pip extras EXTRAS:
+#                                "launchers" (sweep launcher plugins), "dev" (pytest, ruff, launchers)
 #   camexp_fashion_mnist      -> make Fashion-MNIST available, or say how (returns 1)
 set -euo pipefail
 
@@ -11,13 +12,17 @@ FMNIST_DEBIAN=/usr/share/datasets/fashion-mnist
 say() { printf 'camexp-setup: %s\n' "$*" >&2; }
 
 camexp_setup() {
+  # $1: pip extras, comma-separated: "launchers" (Hydra's joblib and submitit launcher plugins,
+  # for hydra/launcher=parallel|slurm|local_submitit), "dev" (pytest, ruff and the launchers).
   local extra="${1:-}"
   if [ ! -x "$PY" ]; then
     say "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  # Reinstall only when pyproject.toml (or the extra) changed since the last install.
-  local stamp="$VENV/.camexp-installed-$( (cat "$CAMEXP_ROOT/pyproject.toml"; echo "$extra") | sha1sum | cut -c1-12)"
+  # Reinstall only when pyproject.toml changed, or for extras not installed since it did.
+  local hash stamp
+  hash="$(sha1sum < "$CAMEXP_ROOT/pyproject.toml" | cut -c1-12)"
+  stamp="$VENV/.camexp-installed-$hash-${extra//,/+}"
   if [ ! -f "$stamp" ]; then
     local target="$CAMEXP_ROOT"
     [ -n "$extra" ] && target="$CAMEXP_ROOT[$extra]"
@@ -26,7 +31,12 @@ camexp_setup() {
       | grep -v "^WARNING: Location" >&2 || true
     "$PY" -c "import camexp, torch, timm, hydra" \
       || { say "installation failed; see the pip output above"; return 1; }
-    rm -f "$VENV"/.camexp-installed-*
+    if [[ ",$extra," == *,launchers,* || ",$extra," == *,dev,* ]]; then
+      "$PY" -c "import hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher" \
+        || { say "the launcher plugins did not install; pip install -e '.[launchers]'"; return 1; }
+    fi
+    find "$VENV" -maxdepth 1 -name '.camexp-installed-*' ! -name ".camexp-installed-$hash-*" \
+      -delete
     touch "$stamp"
   fi
 }

@@ -4,7 +4,7 @@
 #   scripts/test.sh -k cam -x       any pytest arguments
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-camexp_setup dev
+camexp_setup dev,launchers  # test_launchers.py runs the joblib and submitit launchers
 # The suite writes its own tiny datasets; the real files are only read by the tests that say so.
 camexp_fashion_mnist || say "continuing without the real Fashion-MNIST files"
 cd "$CAMEXP_ROOT"

@@ -1,55 +1,96 @@
-"""Run camexp and die with SIGKILL at a chosen point (used by tests/test_resume.py).
+"""Run camexp and stop it with a signal at a chosen point (used by the resume tests).
 
-python tests/kill_driver.py step:N  camexp-overrides...   SIGKILL after training step N
-python tests/kill_driver.py term:N  camexp-overrides...   SIGTERM to itself after step N
-python tests/kill_driver.py save:N  camexp-overrides...   SIGKILL inside the N-th checkpoint
-                                                          save, after the temporary file is
-                                                          written and before it is renamed
+python tests/kill_driver.py step:N   overrides...   SIGKILL after training step N
+python tests/kill_driver.py term:N   overrides...   SIGTERM to itself after step N
+python tests/kill_driver.py int:N    overrides...   SIGINT (Ctrl-C) after step N
+python tests/kill_driver.py usr1:N   overrides...   SIGUSR1 after step N
+python tests/kill_driver.py save:N   overrides...   SIGKILL inside the N-th checkpoint save, after
+                                                    the temporary file is written, before the rename
+python tests/kill_driver.py term@PHASE overrides... SIGTERM inside a phase: start (building the
+                                                    data), val (the first validation), test (the
+                                                    final test), cams (the CAM metrics)
+Under torchrun every rank counts its own steps, so ``step:N`` kills every rank after step N.
 """
 
 import os
 import signal
 import sys
 
+import camexp.metrics.quality
 import camexp.run.checkpoint
+import camexp.training.parts
 import camexp.training.trainer
 from camexp.main import main
 
-kind, _, count = sys.argv[1].partition(":")
-limit = int(count)
-calls = {"n": 0}
+SIGNALS = {"step": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT,
+           "usr1": signal.SIGUSR1}  # fmt: skip
+point = sys.argv[1]
+calls = {"n": 0, "fired": False}
 
 
-def signal_after_step(after_step, signum):
+def fire(signum) -> None:
+    calls["fired"] = True
+    os.kill(os.getpid(), signum)
+
+
+def signal_after_step(after_step, signum, limit):
     def wrapper(*args, **kwargs):
         after_step(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == limit:
-            os.kill(os.getpid(), signum)
+            fire(signum)
 
     return wrapper
 
 
-def kill_inside_save(replace):
+def kill_inside_save(replace, limit):
     def wrapper(src, dst):
         if os.path.basename(src).startswith(".tmp-") and str(dst).endswith(".pt"):
             calls["n"] += 1
             if calls["n"] == limit:
-                os.kill(os.getpid(), signal.SIGKILL)
+                fire(signal.SIGKILL)
         return replace(src, dst)
 
     return wrapper
 
 
-if kind in ("step", "term"):
-    camexp.training.trainer.Trainer.after_step = signal_after_step(
-        camexp.training.trainer.Trainer.after_step,
-        signal.SIGKILL if kind == "step" else signal.SIGTERM,
-    )
-elif kind == "save":
-    camexp.run.checkpoint.os.replace = kill_inside_save(os.replace)
+def signal_inside(function, signum, when=lambda *a, **k: True):
+    """Call ``function``; the first time ``when`` holds, the signal arrives inside it."""
+
+    def wrapper(*args, **kwargs):
+        if not calls["fired"] and when(*args, **kwargs):
+            fire(signum)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+if "@" in point:
+    kind, phase = point.split("@")
+    signum = SIGNALS[kind]
+    trainer = camexp.training.trainer
+    if phase == "start":
+        parts = camexp.training.parts
+        parts.build_data = signal_inside(parts.build_data, signum)
+    elif phase in ("val", "test"):
+        trainer.evaluate = signal_inside(
+            trainer.evaluate, signum, lambda *a, prefix="val", **k: prefix == phase
+        )
+    elif phase == "cams":
+        quality = camexp.metrics.quality.CamQuality
+        quality.__call__ = signal_inside(quality.__call__, signum)
+    else:
+        raise SystemExit(f"unknown phase {phase!r}; use start, val, test or cams")
 else:
-    raise SystemExit(f"unknown kill point {sys.argv[1]!r}; use step:N, term:N or save:N")
+    kind, _, count = point.partition(":")
+    if kind == "save":
+        checkpoint = camexp.run.checkpoint
+        checkpoint.os.replace = kill_inside_save(os.replace, int(count))
+    elif kind in SIGNALS:
+        trainer = camexp.training.trainer.Trainer
+        trainer.after_step = signal_after_step(trainer.after_step, SIGNALS[kind], int(count))
+    else:
+        raise SystemExit(f"unknown kill point {point!r}; see the module docstring")
 
 sys.argv = [sys.argv[0], *sys.argv[2:]]
 main()

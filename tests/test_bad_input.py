@@ -1,4 +1,4 @@
-"""Wrong input stops with a clear message, a non-zero exit and no traceback (STYLE.md §12).
+"""Wrong input stops with a clear message, a non-zero exit and no traceback (docs/design.md §7.12).
 
 Every case is a command line. Most run in this process through ``camexp.main.main`` (what the
 ``camexp`` console script calls) with ``sys.argv`` set, which costs a fraction of a second
@@ -27,8 +27,8 @@ from camexp.main import main
 from camexp.models.backbone import Output
 
 COMMON = ["debug=smoke", "dataset.val_size=16", "metrics=none"]
-EXIT_HYDRA, EXIT_USER, EXIT_DIVERGED = 1, 2, 3
-SUBPROCESS = {"unknown_backbone", "unknown_dataset_option", "loss_becomes_nan"}
+EXIT_USER, EXIT_DIVERGED = 2, 3
+SUBPROCESS = {"unknown_backbone", "unknown_dataset_option", "loss_becomes_nan", "typo_key"}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Case:
     overrides: list[str]  # '{fmnist}', '{cifar100}', '{root}', '{ckpt}' are filled in
     phrases: list[str]  # each must appear on stderr
     code: int = EXIT_USER
-    one_line: bool = True  # Hydra's own errors take a few lines; camexp's take one
+    hydra: bool = False  # Hydra's own errors stop before the run folder is written
 
 
 CASES = {
@@ -44,10 +44,37 @@ CASES = {
         ["backbone.name=resnet5"], ["unknown backbone 'resnet5'", "did you mean", "resnet50"]
     ),
     "unknown_dataset_option": Case(
-        ["dataset=nope"], ["Could not find 'dataset/nope'", "fashion_mnist"], EXIT_HYDRA, False
+        ["dataset=nope"], ["dataset=nope is not an option", "fashion_mnist"], hydra=True
+    ),
+    "misspelt_dataset_option": Case(
+        ["dataset=fashion_mnst"], ["did you mean fashion_mnist?"], hydra=True
+    ),
+    "misspelt_loss_option": Case(
+        ["loss=[ce,camm]"], ["loss=camm", "did you mean cam?"], hydra=True
     ),
     "unknown_regularizer_key": Case(
-        ["regularizer.bogus=1"], ["regularizer.bogus", "not in struct"], EXIT_HYDRA, False
+        ["regularizer.bogus=1"],
+        ["unknown key regularizer.bogus", "+regularizer.bogus="],
+        hydra=True,
+    ),
+    "typo_key": Case(
+        ["loss.cam.wieght=1"],
+        ["unknown key loss.cam.wieght; did you mean loss.cam.weight?"],
+        hydra=True,
+    ),
+    "unparsable_override": Case(["epochs=[1"], ["epochs=[1"], hydra=True),
+    "unknown_top_level_key": Case(
+        ["+epoch=3"], ["unknown top-level key 'epoch'", "did you mean epochs?"]
+    ),
+    "epochs_not_a_number": Case(["epochs=abc"], ["epochs=abc must be an integer"]),
+    "epochs_not_an_integer": Case(["epochs=1.5"], ["epochs=1.5 must be an integer"]),
+    "negative_checkpoint_every": Case(
+        ["checkpoint_every=-1"], ["checkpoint_every=-1 must be >= 0"]
+    ),
+    "zero_log_every": Case(["log_every=0", "progress=true"], ["log_every=0 must be >= 1"]),
+    "empty_loss": Case(["loss=[]"], ["loss=[] leaves no loss term", "loss=[ce]"]),
+    "checkpoint_without_model": Case(
+        ["task=eval", "ckpt={root}/nomodel.pt"], ["nomodel.pt holds no model weights"]
     ),
     "missing_dataset_dir": Case(
         ["dataset.root=/nonexistent/fmnist"], ["Fashion-MNIST not found", "dataset.root"]
@@ -60,15 +87,15 @@ CASES = {
     ),
     "negative_cam_weight": Case(["loss.cam.weight=-1"], ["loss.cam.weight must be >= 0"]),
     "bad_cam_option": Case(["loss.cam.norm=bogus"], ["loss.cam.norm='bogus'", "minmax"]),
-    "zero_batch_size": Case(["batch_size=0"], ["batch_size must be >= 1"]),
+    "zero_batch_size": Case(["batch_size=0"], ["batch_size=0 must be >= 1"]),
     "head_without_exact_cam": Case(
         ["backbone.name=mobilenetv3_small_050"], ["has no exact CAM", "loss=[ce]"]
     ),
     "eval_without_ckpt": Case(["task=eval"], ["task=eval needs a checkpoint", "ckpt="]),
     "eval_missing_ckpt": Case(["task=eval", "ckpt={root}/nope.pt"], ["nope.pt does not exist"]),
-    "eval_other_architecture": Case(
-        ["task=eval", "ckpt={ckpt}", "backbone=resnet32"],
-        ["trained with backbone=resnet20", "backbone=resnet32"],
+    "eval_other_dataset": Case(
+        ["task=eval", "ckpt={ckpt}", "dataset=digits"],
+        ["trained on fashion_mnist", "classes=", "task.allow_other_dataset=true"],
     ),
     "eval_other_class_count": Case(
         ["task=eval", "ckpt={ckpt}", "dataset=cifar100", "dataset.root={cifar100}"],
@@ -138,6 +165,7 @@ def write_inputs(root: Path) -> dict:
     (wrong / "train" / "shirt" / "0.png").write_bytes(b"\x89PNG not really")
     (wrong / "train-images.txt").write_text("not an IDX file")
     torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1}, root / "plain.pt")
+    torch.save({"format": "camexp-checkpoint-v1", "epoch": 1}, root / "nomodel.pt")
     (root / "ckpt_helper.py").write_text(textwrap.dedent(HELPER))
     script = (
         "import torch; from ckpt_helper import Payload; p = Payload(); p.x = 1; "
@@ -186,16 +214,14 @@ def check_outcome(case: Case, code: int, stderr: str, run_dir: Path, root: str) 
     for phrase in case.phrases:
         assert phrase in stderr, f"{phrase!r} not in stderr:\n{stderr}"
     lines = [line for line in stderr.splitlines() if line.strip()]
-    if case.one_line:
-        assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
-        assert lines[0].startswith("camexp: ")
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    assert lines[0].startswith("camexp: ")
     results = run_dir / "results.json"
+    assert results.exists() != case.hydra  # Hydra's own errors stop before the run starts
     if results.exists():
         record = json.loads(results.read_text())
         assert record["status"] == ("diverged" if case.code == EXIT_DIVERGED else "failed")
         assert "error" in record
-    else:  # only Hydra's own errors stop before the run starts
-        assert case.code == EXIT_HYDRA
     if case.code == EXIT_DIVERGED:  # one epoch that never finished: nothing may be saved
         assert record["epochs_completed"] == 0
         checkpoints = run_dir / "checkpoints"
@@ -257,3 +283,22 @@ def test_an_optimizer_option_torch_rejects_is_one_line(tiny_fmnist, tmp_path, ov
     assert "Traceback" not in done.stderr
     assert phrase in done.stderr and "optim:" in done.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_resume_with_a_truncated_hydra_config_is_one_line(inputs, monkeypatch, cut):
+    """Cut mid-file the YAML is either unreadable or incomplete: both are one line, exit 2."""
+    import shutil
+
+    trained = Path(inputs["ckpt"]).parent.parent
+    run = Path(inputs["root"]) / "runs" / f"truncated-{cut}"
+    shutil.copytree(trained, run)
+    config = run / ".hydra" / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: int(len(text) * cut)])
+    before = (run / "results.json").read_text()
+    code, stderr = camexp_in_process([f"resume={run}"], Path(inputs["root"]), monkeypatch)
+    assert code == EXIT_USER, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "config.yaml" in lines[0], stderr
+    assert (run / "results.json").read_text() == before  # the run's own record is untouched

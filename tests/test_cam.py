@@ -1,4 +1,4 @@
-"""The maths of CAM, CAM-loss and the objective (DESIGN.md §1), on CPU, in seconds.
+"""The maths of CAM, CAM-loss and the objective (docs/design.md §1), on CPU, in seconds.
 
 Expected values are worked by hand (the 2x2 example below) or computed by a second, plain
 implementation in this file; none is copied from running the code under test.
@@ -138,8 +138,9 @@ def test_cam_loss_mixed_target_worked_example():
     [
         # norm=none: |CAAM - CAM_0| = [[1, 0], [0, 0]] -> 0.25 (vs 0.125 with minmax)
         ({"norm": "none"}, 0, 0.25),
-        # norm=max: CAM_1 / 2 = [[-.5, .5], [1, 0]], CAAM / 2 = [[.5, .5], [1, 0]] -> 1 / 4
-        ({"norm": "max"}, 1, 0.25),
+        # norm=max clips negatives (never inverts): CAM_1+ / 2 = [[0, .5], [1, 0]],
+        # CAAM / 2 = [[.5, .5], [1, 0]] -> .5 / 4
+        ({"norm": "max"}, 1, 0.125),
         # norm=max, class 0: CAM_0 / 2 = [[1, .5], [1, 0]] -> same as minmax here: 0.125
         ({"norm": "max"}, 0, 0.125),
         # l2, class 0: .5^2 / 4 = 0.0625 (smaller than l1's 0.125: all |d| < 1)
@@ -157,6 +158,25 @@ def test_cam_loss_mixed_target_worked_example():
 def test_cam_loss_options_worked_example(options, label, expected):
     value = cam_loss(FEATURES, WEIGHT, torch.tensor([label]), **options)
     assert value.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_max_normalisation_never_inverts_a_negative_map():
+    # dividing [-3, -1] by its max (-1) would give [3, 1]: the order of the map flipped
+    got = normalize(torch.tensor([[[-3.0, -1.0]]]), "max")
+    assert torch.equal(got, torch.zeros(1, 1, 2))
+    mixed = normalize(torch.tensor([[[-2.0, 1.0, 4.0]]]), "max", eps=0.0)
+    torch.testing.assert_close(mixed, torch.tensor([[[0.0, 0.25, 1.0]]]))
+
+
+@pytest.mark.parametrize("term", ["cam", "ccm"])
+def test_norm_max_without_relu_is_refused_at_build_time(term):
+    from camexp.errors import UserError
+    from camexp.losses import CAMLoss, CCMLoss
+
+    cls = CAMLoss if term == "cam" else CCMLoss
+    with pytest.raises(UserError, match=rf"loss.{term}.norm=minmax or loss.{term}.relu=true"):
+        cls(norm="max")
+    assert cls(norm="max", relu=True).options["norm"] == "max"
 
 
 def test_cam_loss_target_option_worked_example():

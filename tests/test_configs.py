@@ -35,9 +35,14 @@ CLI_GROUPS = [
     "optim",
     "sched",
     "task",
+    "kd_pair",
     "experiment",
     "debug",
 ]
+
+# Groups an experiment may leave to the user (`override /group: ???` in its defaults): the choice
+# the tests make for each. A new required group needs an entry here.
+REQUIRED_CHOICES = {"kd_pair": "res56_res20", "loss": "[ce,kd]", "backbone": "resnet56"}
 
 
 def options(group: str, root: Path = CONFIGS) -> list[str]:
@@ -51,6 +56,28 @@ def override(group: str, option: str) -> str:
 def compose_with(overrides=(), config_dir=CONFIG_DIR) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def group_choices(defaults) -> dict[str, str]:
+    """``{group: choice}`` of the ``override /group: choice`` entries of a defaults list."""
+    out = {}
+    for entry in defaults:
+        if isinstance(entry, dict) and len(entry) == 1:
+            ((key, choice),) = entry.items()
+            group = key.removeprefix("override").strip().lstrip("/").split("@")[0]
+            out[group] = choice
+    return out
+
+
+def required_overrides(option: str, root: Path = CONFIGS) -> list[str]:
+    """The command-line choices experiment ``option`` requires (its ``???`` groups)."""
+    raw = OmegaConf.to_container(OmegaConf.load(root / "experiment" / f"{option}.yaml"))
+    required = [g for g, c in group_choices(raw.get("defaults", [])).items() if c == "???"]
+    return [f"{g}={REQUIRED_CHOICES[g]}" for g in required]
+
+
+def compose_experiment(option: str, *extra: str) -> DictConfig:
+    return compose_with([f"experiment={option}", *required_overrides(option), *extra])
 
 
 def leaves(node, prefix=""):
@@ -105,10 +132,11 @@ def test_every_option_composes(group, option):
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_file_header(option):
     text = (CONFIGS / "experiment" / f"{option}.yaml").read_text()
-    # Hydra reads the package header only on the very first line (DESIGN.md §3)
+    # Hydra reads the package header only on the very first line (docs/design.md, configs)
     assert text.splitlines()[0].strip() == "# @package _global_"
     header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    for word in ("Command", "Expected"):
+    # what it reproduces is stated by the command, the expected number, the runtime, the references
+    for word in ("Command", "Expected", "Runtime", "docs/protocols.md"):
         assert word in header, f"experiment/{option}.yaml's header should state its {word}"
 
 
@@ -142,9 +170,9 @@ def config_copy(tmp_path_factory) -> Path:
 def test_experiment_composes_and_its_values_win(config_copy, base_config, option):
     """Every value an experiment sets is in force after composition, even where it differs
     from the primary config and the group defaults: with ``_self_`` last in config.yaml the
-    primary values would silently win (DESIGN.md §3). An experiment's values may equal the
-    defaults, so a copy with every value perturbed is composed (with the file's own defaults
-    list) inside a copy of configs/; its group overrides must be in force too."""
+    primary values would silently win (docs/design.md, configs). An experiment's values may
+    equal the defaults, so a copy with every value perturbed is composed (with the file's own
+    defaults list) inside a copy of configs/; its group overrides must be in force too."""
     raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "experiment" / f"{option}.yaml"))
     defaults = raw.pop("defaults", [])
     probe = {k: perturb(v) for k, v in leaves(raw).items() if perturb(v) is not None}
@@ -155,7 +183,9 @@ def test_experiment_composes_and_its_values_win(config_copy, base_config, option
     text = "# @package _global_\n" + OmegaConf.to_yaml(body)
     (config_copy / "experiment" / f"{name}.yaml").write_text(text)
 
-    composed = compose_with([f"experiment={name}"], config_dir=config_copy)
+    composed = compose_with(
+        [f"experiment={name}", *required_overrides(option)], config_dir=config_copy
+    )
     OmegaConf.to_container(composed, resolve=True)  # every interpolation resolves
     cfg = OmegaConf.to_container(composed)
     for key, value in probe.items():
@@ -163,13 +193,11 @@ def test_experiment_composes_and_its_values_win(config_copy, base_config, option
     for key, value in leaves(raw).items():  # lists and interpolations, kept as they are
         if key not in probe:
             assert lookup(cfg, key) == value
-    overrides = {}
-    for entry in defaults:
-        if isinstance(entry, dict) and len(entry) == 1:
-            ((key, choice),) = entry.items()
-            group = key.removeprefix("override").strip().lstrip("/")
-            if group in GROUPS and isinstance(choice, str):
-                overrides[group] = choice
+    overrides = {
+        group: choice
+        for group, choice in group_choices(defaults).items()
+        if group in GROUPS and isinstance(choice, str) and choice != "???"
+    }
     for group, choice in overrides.items():
         path = CONFIGS / group / f"{choice}.yaml"
         expected = OmegaConf.to_container(OmegaConf.load(path))
@@ -212,7 +240,7 @@ def test_every_regularizer_instantiates(option):
     cfg = compose_with([f"regularizer={option}"])
     reg = build.build_regularizer(cfg, num_classes=4)
     assert isinstance(reg, Regularizer)
-    # every knob of the class is spelled out in the YAML (STYLE.md §9)
+    # every knob of the class is spelled out in the YAML: no number-changing library default
     knobs = set(inspect.signature(Regularizer).parameters) - {"num_classes", "seed"}
     assert knobs <= set(cfg.regularizer) - {"_target_"}
     images, targets = reg(torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1]))
@@ -271,3 +299,101 @@ def test_every_schedule_instantiates(option):
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] < 0.01 * cfg.optim.lr
+
+
+# ----------------------------------------------------------------------------- the group design
+def test_regularizers_compose_from_none_and_keep_their_values():
+    """Each regularizer file sets only its own keys over ``none`` (the base with every knob
+    neutral); the composed values are the ones each file spelled out in full before (issue 14)."""
+    neutral = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5,
+               "label_smoothing": 0.0, "cutout_size": 0}  # fmt: skip
+    own = {
+        "none": {},
+        "mixup": {"mixup_alpha": 0.2},
+        "cutmix": {"cutmix_alpha": 1.0, "prob": 0.5},
+        "label_smoothing": {"label_smoothing": 0.1},
+        "mixup_ls": {"mixup_alpha": 0.2, "label_smoothing": 0.1},
+        "cutmix_ls": {"cutmix_alpha": 1.0, "label_smoothing": 0.1},
+        "mixup_cutmix": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
+        "cutout": {"cutout_size": 16},
+    }
+    assert sorted(own) == options("regularizer")
+    for option, values in own.items():
+        cfg = OmegaConf.to_container(compose_with([f"regularizer={option}"]).regularizer)
+        assert cfg == {"_target_": "camexp.data.regularizers.Regularizer", **neutral, **values}
+        raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "regularizer" / f"{option}.yaml"))
+        if option != "none":
+            assert raw.pop("defaults") == ["none", "_self_"]
+            assert raw == values, f"regularizer/{option}.yaml repeats keys of none.yaml"
+
+
+def test_no_task_option_is_global_and_task_name_behaves_like_the_group():
+    for option in options("task"):
+        assert not is_global(CONFIGS / "task" / f"{option}.yaml"), f"task/{option} is _global_"
+    group, name = compose_with(["task=fewshot"]), compose_with(["task.name=fewshot"])
+    assert group.task.name == name.task.name == "fewshot"
+    # the few-shot settings exist either way; only the dataset default differs (the task refuses
+    # a dataset without a few-shot split with one line)
+    assert group.fewshot == name.fewshot and group.init == name.init
+    assert group.dataset.name == "fashion_mnist_fewshot" and name.dataset.name == "fashion_mnist"
+    assert compose_with(["task=fewshot", "dataset=cifar_fs"]).dataset.name == "cifar_fs"
+    transfer = compose_with(["task=transfer"])
+    assert transfer.transfer.mode == "finetune" and transfer.init.checkpoint is None
+
+
+def test_the_teacher_is_a_checkpoint_not_a_group():
+    assert not (CONFIGS / "teacher").exists()
+    cfg = compose_with()
+    assert OmegaConf.to_container(cfg.teacher) == {"ckpt": None, "name": None}
+
+
+# The authors' per-pair CAT-KD settings (GzyAftermath/CAT-KD configs/cifar100/CAT_KD/*.yaml:
+# CAT_loss_weight, IF_NORMALIZE False, CAM_RESOLUTION 2), with each pair's student and teacher.
+KD_PAIRS = {
+    "res56_res20": ("resnet20", "resnet56", 0.7),
+    "res110_res32": ("resnet32", "resnet110", 1.8),
+    "res32x4_res8x4": ("resnet8x4", "resnet32x4", 15.0),
+    "wrn40x2_wrn16x2": ("wrn_16_2", "wrn_40_2", 12.0),
+    "wrn40x2_wrn40x1": ("wrn_40_1", "wrn_40_2", 1.5),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(KD_PAIRS))
+def test_kd_recipe_takes_the_pair_and_the_loss(pair):
+    student, teacher, weight = KD_PAIRS[pair]
+    cfg = compose_with(["experiment=kd_cifar100", f"kd_pair={pair}", "loss=[ce,catkd]"])
+    assert cfg.backbone.name == student and cfg.teacher.name == teacher
+    assert cfg.task.name == "kd" and cfg.dataset.name == "cifar100"
+    catkd = OmegaConf.to_container(cfg.loss.catkd, resolve=True)
+    assert (catkd["weight"], catkd["normalize"], catkd["grid"]) == (weight, False, 2)
+    assert set(cfg.loss) == {"ce", "catkd"}
+    # the command line still wins over the pair
+    cfg = compose_with(["experiment=kd_cifar100", f"kd_pair={pair}", "loss=[ce,catkd]",
+                        "loss.catkd.weight=3", "backbone=resnet20"])  # fmt: skip
+    assert cfg.loss.catkd.weight == 3 and cfg.backbone.name == "resnet20"
+    # the pair's teacher is trained by the teacher recipe, and its CE baseline needs no teacher
+    trained = compose_with(["experiment=kd_cifar100_teacher", f"backbone={teacher}"])
+    assert trained.backbone.name == teacher and trained.task.name == "classify"
+    assert trained.dataset.val_size == cfg.dataset.val_size == 5000
+    assert trained.dataset.split_seed == cfg.dataset.split_seed
+    alone = compose_with(
+        ["experiment=kd_cifar100", f"kd_pair={pair}", "loss=[ce]", "task=classify"]
+    )
+    assert alone.task.name == "classify" and alone.backbone.name == student
+
+
+def test_kd_recipe_requires_a_pair_and_a_loss():
+    with pytest.raises(Exception, match="kd_pair"):
+        compose_with(["experiment=kd_cifar100", "loss=[ce,kd]"])
+    with pytest.raises(Exception, match="loss"):
+        compose_with(["experiment=kd_cifar100", "kd_pair=res56_res20"])
+    with pytest.raises(Exception, match="backbone"):
+        compose_with(["experiment=kd_cifar100_teacher"])
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_training_recipe_holds_out_a_validation_split(option):
+    """Model selection never uses test (issue 13): every recipe keeps a validation split."""
+    cfg = compose_experiment(option)
+    if cfg.task.name != "eval":
+        assert int(cfg.dataset.val_size) > 0, f"experiment={option} selects on test"

@@ -17,6 +17,7 @@ from camexp.losses import (
     caam_cam_matching_loss,
     cat_kd_loss,
     kd_loss,
+    stage_at_loss,
 )
 from camexp.metrics.convergence import convergence_epochs
 from camexp.models.backbone import Output
@@ -96,10 +97,13 @@ def test_at_hand_worked_with_and_without_pooling():
     student = torch.tensor([[[[2.0, 0.0]], [[0.0, 0.0]]]])  # mean_c F^2 = (4 + 0)/2 = 2
     teacher = torch.ones(1, 1, 1, 2)
     expected = (2 - math.sqrt(2)) / 2
-    assert at_loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+    assert stage_at_loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
     bigger = torch.ones(1, 4, 2, 4)  # pooled to 1x2 -> still uniform
-    assert at_loss(student, bigger).item() == pytest.approx(expected, rel=1e-6)
-    assert at_loss(bigger, bigger).item() == pytest.approx(0.0, abs=1e-9)
+    assert stage_at_loss(student, bigger).item() == pytest.approx(expected, rel=1e-6)
+    assert stage_at_loss(bigger, bigger).item() == pytest.approx(0.0, abs=1e-9)
+    # three stages: the sum of the per-stage terms (two equal terms + a zero one)
+    stages = at_loss([student, student, bigger], [teacher, bigger, bigger])
+    assert stages.item() == pytest.approx(2 * expected, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- catkd
@@ -133,8 +137,11 @@ def test_catkd_pooling_equals_pooled_full_cams():
 # ----------------------------------------------------------------------------- terms
 def outputs(batch=2, classes=3):
     torch.manual_seed(1)
-    s = Output(torch.randn(batch, classes), torch.rand(batch, 4, 3, 3), torch.randn(classes, 4))
-    t = Output(torch.randn(batch, classes), torch.rand(batch, 6, 2, 2), torch.randn(classes, 6))
+    f_s, f_t = torch.rand(batch, 4, 3, 3), torch.rand(batch, 6, 2, 2)
+    s_stages = (torch.rand(batch, 2, 6, 6), f_s)
+    t_stages = (torch.rand(batch, 3, 4, 4), f_t)
+    s = Output(torch.randn(batch, classes), f_s, torch.randn(classes, 4), s_stages)
+    t = Output(torch.randn(batch, classes), f_t, torch.randn(classes, 6), t_stages)
     return s, t
 
 
@@ -159,6 +166,23 @@ def test_bad_options_are_user_errors():
         KDLoss(temperature=0)
     with pytest.raises(UserError, match="grid"):
         CATKDLoss(grid=0)
+    with pytest.raises(UserError, match="stages"):
+        ATLoss(stages="first")
+
+
+def test_at_without_stage_outputs_says_what_to_use():
+    student, teacher = outputs()
+    bare_s, bare_t = student._replace(stages=()), teacher._replace(stages=())
+    with pytest.raises(UserError, match="loss.at.stages=last"):
+        ATLoss()(bare_s, bare_t, torch.eye(3)[[0, 2]])
+    last = ATLoss(stages="last")(bare_s, bare_t, torch.eye(3)[[0, 2]])
+    assert last.item() == pytest.approx(stage_at_loss(student.features, teacher.features).item())
+
+
+def test_catkd_grid_larger_than_the_map_stops_with_one_line():
+    student, teacher = outputs()  # teacher map 2x2
+    with pytest.raises(UserError, match=r"grid=3 is larger than a 2x2 feature map.*grid <= 2"):
+        CATKDLoss(grid=3)(student, teacher, torch.eye(3)[[0, 2]])
 
 
 # ----------------------------------------------------------------------------- convergence

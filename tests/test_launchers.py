@@ -5,10 +5,13 @@ own folders. Each test runs the real ``camexp`` entry point on a tiny Fashion-MN
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,14 +70,20 @@ def test_sweep_completes_and_a_failing_job_keeps_the_others(tmp_path, fmnist, la
         assert 0 <= found[job]["metrics"]["test/acc1"] <= 100
     jobs = {p.parent for p in tmp_path.rglob("results.json")}
     assert len({job.parent for job in jobs}) == 1  # one sweep folder
+    # every job ran; then the sweep exits non-zero with a summary of the failed one
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 job(s) of the sweep" in proc.stderr and "job 1: failed" in proc.stderr
 
 
 def test_user_error_in_a_sweep_does_not_stop_it(tmp_path, fmnist):
     proc = camexp(tmp_path, fmnist, "batch_size=0,32", "-m", check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     found = results(tmp_path)
     assert found["0"]["status"] == "failed" and "batch_size" in found["0"]["error"]
     assert found["1"]["status"] == "completed"
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    summary = proc.stderr.strip().splitlines()[-2:]
+    assert summary[0].startswith("camexp: 1 job(s) of the sweep in ")
+    assert summary[1].startswith("  job 0: failed: UserError: batch_size=0 must be >= 1")
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path, fmnist):
@@ -126,3 +135,42 @@ def test_slurm_preset_is_overridable():
         launcher = compose("config", overrides=overrides, return_hydra_config=True).hydra.launcher
     assert (launcher.partition, launcher.gpus_per_node) == ("gpu", 4)
     assert (launcher.timeout_min, launcher.array_parallelism) == (90, 3)
+
+
+def test_a_preempted_submitit_job_is_requeued_into_its_folder_and_resumes(tmp_path, fmnist):
+    """submitit's preemption signal (USR2; SLURM sends it before the time limit) reaches the
+    job: camexp saves last.pt and stops as "preempted", submitit requeues the job, and the new
+    process resumes in the same run folder and completes with the uninterrupted run's numbers."""
+    args = ["debug=smoke", f"dataset.root={fmnist}", "tensorboard=false", "cam_pictures=0",
+            "metrics=none", "epochs=3", "deterministic=true", "checkpoint_every=1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CAMEXP_OUTPUT_DIR": str(tmp_path / "sweep")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    reference = tmp_path / "reference"
+    done = subprocess.run([*CAMEXP, *args, f"hydra.run.dir={reference}"], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = subprocess.Popen(
+        [*CAMEXP, *args, "seed=0", "hydra/launcher=local_submitit", "-m"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 400
+    while time.time() < deadline and not list((tmp_path / "sweep").rglob("checkpoints/last.pt")):
+        time.sleep(0.5)  # the job is training (a step checkpoint exists)
+    (last,) = list((tmp_path / "sweep").rglob("checkpoints/last.pt"))
+    run = last.parent.parent
+    job_pid = int((run / ".lock").read_text())
+    os.kill(job_pid, signal.SIGUSR2)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:]
+    logs = "".join(p.read_text() for p in tmp_path.rglob(".submitit/**/*_log.*"))
+    assert "preempted: stopped by SIGUSR2" in logs and "Requeued job" in logs
+    assert json.loads((run / "results.json").read_text())["status"] == "completed"
+    assert metric_rows(run) == metric_rows(reference)
+    assert (json.loads((run / "results.json").read_text())["metrics"]
+            == json.loads((reference / "results.json").read_text())["metrics"])  # fmt: skip
+
+
+def metric_rows(run: Path) -> list:
+    timing = {"train/images_per_s", "val/images_per_s", "epoch_time_s"}
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(f)]

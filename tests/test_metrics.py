@@ -12,7 +12,7 @@ from camexp.metrics.boxes import (
     component_boxes,
     read_cub_boxes,
     read_imagenet_val_boxes,
-    resize_crop_box,
+    resize_box,
     stacked_component_boxes,
 )
 from camexp.metrics.faithfulness import (
@@ -87,14 +87,14 @@ def test_iou_thresholds_behave():
     # a predicted box twice as wide as the object: IoU exactly 0.5
     gt = np.array([[10, 10, 19, 19]])
     pred = square_map(40, (10, 10, 29, 19))[None]
-    out = max_box_acc(pred, [gt])
+    out = max_box_acc(pred, [gt], box_convention="tight")
     assert (out["maxboxacc_iou30"], out["maxboxacc_iou50"], out["maxboxacc_iou70"]) == (
         100.0,
         100.0,
         0.0,
     )
     assert out["maxboxacc_v2"] == pytest.approx(200 / 3)
-    only50 = max_box_acc(pred, [gt], iou_thresholds=(50,))
+    only50 = max_box_acc(pred, [gt], iou_thresholds=(50,), box_convention="tight")
     assert only50["maxboxacc_v2"] == 100.0
 
 
@@ -113,11 +113,24 @@ def test_threshold_sweep_separates_touching_blobs():
     # a weak blob touching the object merges with it at low thresholds; only a threshold above
     # its level (0.3) gives the exact box, so IoU 70 needs the sweep.
     m = 0.3 * square_map(48, (30, 30, 40, 40)) + square_map(48, BOX)
-    ious = ious_over_thresholds(m, np.array([BOX]), np.array([0.0, 0.5]))
+    ious = ious_over_thresholds(m, np.array([BOX]), np.array([0.0, 0.5]), "tight")
     merged = 20 * 24 / (31 * 29)  # the union box (10, 12, 40, 40) against the object
     np.testing.assert_allclose(ious, [merged, 1.0])
-    out = max_box_acc(m[None], [np.array([BOX])])
+    out = max_box_acc(m[None], [np.array([BOX])], box_convention="tight")
     assert out["maxboxacc_iou70"] == 100.0 and out["box_cam_threshold"] == 0.0  # IoU 0.53 >= .5
+
+
+def test_wsol_convention_widens_predicted_boxes():
+    # a perfect map on a 20x24 object: wsolevaluation's box (x, y, x + w, y + h) is 21x25 under
+    # the inclusive IoU, so IoU 480 / 525 = 0.914; the tight convention gives 1.
+    m = square_map(48, BOX)
+    wsol = ious_over_thresholds(m, np.array([BOX]), np.array([0.5]), "wsol")
+    tight = ious_over_thresholds(m, np.array([BOX]), np.array([0.5]), "tight")
+    assert wsol[0] == pytest.approx(480 / 525) and tight[0] == 1.0
+    # the far corner is clipped at (W - 1, H - 1): an object touching the border keeps its size
+    edge = (28, 30, 47, 47)
+    clipped = ious_over_thresholds(square_map(48, edge), np.array([edge]), np.array([0.5]))
+    assert clipped[0] == 1.0
 
 
 def test_multiple_ground_truth_boxes_take_the_best():
@@ -175,8 +188,9 @@ def test_deletion_insertion_by_hand():
     images = torch.ones(1, 1, 1, 4)
     maps = torch.tensor([[[4.0, 3.0, 2.0, 1.0]]])
     out = deletion_insertion(
-        PixelSum(1.0), images, torch.tensor([1]), maps, (0.0,), (1.0,), steps=4, blur_sigma=0
-    )
+        PixelSum(1.0), images, torch.tensor([1]), maps, (0.0,), (1.0,),
+        protocol="camexp", step=1, blur_sigma=0,
+    )  # fmt: skip
     # deletion removes pixels 0, 1 first: left sum 2, 1, 0, 0, 0
     expected_del = sigmoid(np.array([2.0, 1.0, 0.0, 0.0, 0.0]))
     np.testing.assert_allclose(out["deletion_curve"][0].numpy(), expected_del, rtol=1e-5)
@@ -230,10 +244,10 @@ def test_read_imagenet_val_boxes(tmp_path):
     assert read_imagenet_val_boxes(tmp_path / "nothing") is None
 
 
-def test_resize_crop_box():
-    # 200x100 image -> shorter side 50 (scale 0.5, 100x50) -> centre crop 50: left offset 25
-    out = resize_crop_box(np.array([[60, 10, 139, 89]]), (200, 100), resize=50, crop=50)
-    assert out.tolist() == [[5, 5, 44, 44]]
+def test_resize_box():
+    # wsolevaluation's resize_bbox: 200x100 -> 50x50 scales x by 1/4 and y by 1/2, int() each
+    out = resize_box(np.array([[60, 10, 139, 89]]), (200, 100), 50)
+    assert out.tolist() == [[15, 5, 34, 44]]
 
 
 def test_folder_test_boxes_from_cub_style_list_and_imagenet_xml(tmp_path):
@@ -247,10 +261,10 @@ def test_folder_test_boxes_from_cub_style_list_and_imagenet_xml(tmp_path):
     path = tmp_path / "a.png"
     Image.new("RGB", (200, 100)).save(path)
     cub = ImageList([str(path)], [0], ["bird"], boxes=np.array([[60.0, 10.0, 80.0, 80.0]]))
-    # eval transform at image_size 50: Resize(57) -> 114x57 (scale .57), CenterCrop(50) at
-    # (32, round(3.5) = 4): inclusive (60, 10, 139, 89) -> floor(34.2-32, 5.7-4, 79.23-32, 50.73-4)
-    got = folder_test_boxes(cub, 50)
-    assert got[0].tolist() == [[2, 1, 47, 46]]
+    # box transform at image_size 50: Resize((50, 50)), scales x 1/4, y 1/2. wsol reads the box
+    # as (60, 10, 140, 90) -> (15, 5, 35, 45); tight as (60, 10, 139, 89) -> (15, 5, 34, 44)
+    assert folder_test_boxes(cub, 50)[0].tolist() == [[15, 5, 35, 45]]
+    assert folder_test_boxes(cub, 50, convention="tight")[0].tolist() == [[15, 5, 34, 44]]
     # an ImageFolder of ILSVRC val images with XMLs under root
     root = tmp_path / "imagenet"
     (root / "val" / "n01").mkdir(parents=True)
@@ -262,8 +276,7 @@ def test_folder_test_boxes_from_cub_style_list_and_imagenet_xml(tmp_path):
         "<xmin>8</xmin><ymin>8</ymin><xmax>40</xmax><ymax>40</ymax></bndbox></object></annotation>"
     )
     folder = ImageFolder(str(root / "val"))
-    # Resize(round(64 / .875) = 73): scale 73/64; CenterCrop(64) at round(4.5) = 4:
-    # floor(8 * 1.140625 - 4) = 5, floor(40 * 1.140625 - 4) = 41
-    out = folder_test_boxes(folder, 64, str(root))
-    assert out[0].tolist() == [[5, 5, 41, 41]]
+    # Resize((32, 32)) halves a 64x64 image; the XML box is used as it is, then scaled
+    out = folder_test_boxes(folder, 32, str(root))
+    assert out[0].tolist() == [[4, 4, 20, 20]]
     assert folder_test_boxes(folder, 64, str(tmp_path / "none")) is None

@@ -6,6 +6,7 @@ import json
 import os
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_camexp, write_fashion_mnist
@@ -13,9 +14,11 @@ from PIL import Image
 
 from camexp.data.cluttered import load_cluttered
 from camexp.data.memory import InMemoryLoader
+from camexp.data.sources import FASHION_MNIST_CLASSES
 from camexp.errors import UserError
 from camexp.metrics import CamQuality
 from camexp.models.backbone import build_backbone
+from camexp.models.from_checkpoint import dataset_identity, model_spec
 from camexp.report.cams import compare_cams
 from camexp.run.checkpoint import save_checkpoint
 
@@ -42,7 +45,7 @@ def tiny_data(root: str, with_boxes: bool = True):
 
 
 def test_cam_quality_reports_every_metric_in_range(fm_root):
-    quality = CamQuality(images=7, cam_curve_interval=0.01, deletion_steps=4)
+    quality = CamQuality(images=7, cam_curve_interval=0.01, deletion_step=8)
     out = quality(tiny_model(), tiny_data(fm_root), torch.device("cpu"))
     for key in ("maxboxacc_v2", "maxboxacc_iou30", "maxboxacc_iou70", "top1_loc"):
         assert 0.0 <= out[f"test/{key}"] <= 100.0
@@ -54,7 +57,7 @@ def test_cam_quality_reports_every_metric_in_range(fm_root):
 
 def test_cam_quality_switches(fm_root):
     model, cpu = tiny_model(), torch.device("cpu")
-    no_boxes = CamQuality(images=3, deletion_steps=2)(model, tiny_data(fm_root, False), cpu)
+    no_boxes = CamQuality(images=3, deletion_step=16)(model, tiny_data(fm_root, False), cpu)
     assert "test/maxboxacc_v2" not in no_boxes and "test/avg_drop" in no_boxes
     boxes_only = CamQuality(faithfulness=False, cam_curve_interval=0.05)(
         model, tiny_data(fm_root), cpu
@@ -84,7 +87,19 @@ def write_run(run_dir: str, root: str, seed: int) -> None:
             "clutter_size": 6,
         },
     }
-    meta = {"backbone": "resnet20", "num_classes": 10, "in_chans": 1, "small_input_stem": False}
+    spec = model_spec(
+        backbone="resnet20",
+        kwargs={},
+        small_input_stem=False,
+        in_chans=1,
+        num_classes=10,
+        image_size=CANVAS,
+        mean=MEAN,
+        std=STD,
+        exact_cam=True,
+    )
+    identity = dataset_identity("cluttered_fashion_mnist", FASHION_MNIST_CLASSES)
+    meta = {"model": spec, "dataset": identity}
     config = {"dataset": dataset, "backbone": {"name": "resnet20", "drop_rate": 0.0}}
     path = os.path.join(run_dir, "checkpoints", "last.pt")
     save_checkpoint(path, {"model": model.state_dict(), "config": config, "meta": meta})
@@ -95,21 +110,23 @@ def test_compare_cams_writes_the_grid(fm_root, tmp_path):
     for seed, run in enumerate(runs):
         write_run(run, fm_root, seed)
     out = tmp_path / "cmp" / "cams.png"
-    grid = compare_cams(runs, str(out), images=4)
-    # 4 rows; columns image + 2 runs x (CAM, CAAM); 1-pixel padding around tiles; saved 4x
-    rows, cols = 4, 5
-    expected = (rows * (CANVAS + 1) + 1, cols * (CANVAS + 1) + 1)
-    assert tuple(grid.shape) == (3, *expected)
+    fig = compare_cams(runs, str(out), images=4)
+    # 4 rows; columns image + 2 runs x (CAM, CAAM), titled; one colorbar (#16)
+    from camexp.report.pictures import tile
+
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts[:5] == ["image", "A: CAM (true class)", "A: CAAM", "B: CAM (true class)",
+                         "B: CAAM"]  # fmt: skip
+    assert len(texts) == 5 + 4 and texts[5].startswith("true: ")  # a label per row
+    assert fig._suptitle.get_text() == "A = a   B = b"  # no differing overrides: folder names
     with Image.open(out) as png:
-        assert png.size == (4 * expected[1], 4 * expected[0])
+        assert png.size[0] >= 400
     # the image column shows the ground-truth box in pure green
-    first = grid[:, 1 : CANVAS + 1, 1 : CANVAS + 1]
-    green = (first[1] == 1) & (first[0] == 0) & (first[2] == 0)
+    first = tile(fig, 0, 0)  # (H, W, 3) in [0, 1]
+    green = (first[..., 1] == 1) & (first[..., 0] == 0) & (first[..., 2] == 0)
     assert green.any()
     # the two runs' maps differ (different weights), the image column is shared
-    a_cam = grid[:, :, CANVAS + 2 : 2 * CANVAS + 2]
-    b_cam = grid[:, :, 3 * CANVAS + 4 : 4 * CANVAS + 4]
-    assert not torch.equal(a_cam, b_cam)
+    assert not np.array_equal(tile(fig, 0, 1), tile(fig, 0, 3))
 
 
 def test_compare_cams_refuses_a_folder_without_checkpoints(tmp_path):
@@ -122,7 +139,7 @@ def test_compare_cams_refuses_different_datasets(fm_root, tmp_path):
     for seed, run in enumerate(runs):
         write_run(run, fm_root, seed)
     state = torch.load(os.path.join(runs[1], "checkpoints", "last.pt"), weights_only=True)
-    state["config"]["dataset"]["name"] = "other"
+    state["meta"]["dataset"]["name"] = "other"  # the checkpoint contract's dataset record
     torch.save(state, os.path.join(runs[1], "checkpoints", "last.pt"))
     with pytest.raises(UserError, match="one dataset"):
         compare_cams(runs, str(tmp_path / "x.png"))
@@ -141,7 +158,7 @@ def test_train_then_eval_on_cluttered_data_report_cam_quality(tmp_path):
         "dataset.source.canvas=32",
         "dataset.val_size=16",
         "metrics.images=4",
-        "metrics.deletion_steps=2",
+        "metrics.deletion_step=256",
         "metrics.cam_curve_interval=0.05",
     ]
     train = camexp(*common, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

@@ -120,9 +120,14 @@ def test_pivot_rows_cols_with_delta(sweep, capsys):
     assert code == 0
     rows = markdown_rows(out)
     assert rows[0] == ["backbone", "loss.cam.weight=0", "loss.cam.weight=1", "Δ (1 - 0)"]
-    assert rows[1] == ["resnet20", "92.00 ± 2.00 (3)", "93.00 ± 2.00 (3)", "+1.00"]
-    assert rows[2] == ["wrn_16_2", "81.00 ± 1.73 (3)", "86.00 ± 1.00 (3)", "+5.00"]
-    assert "**test/acc1**" in out
+    # resnet20: per-seed differences (1, 1, 1): no spread, the interval is the point
+    assert rows[1] == ["resnet20", "92.00 ± 2.00 (3)", "93.00 ± 2.00 (3)",
+                       "+1.00 [+1.00, +1.00] paired t, p<0.001"]  # fmt: skip
+    # wrn_16_2: differences (5, 6, 4) by seed: mean 5, s_d 1, t_{0.975, 2} = 4.3027 (t table):
+    # 5 ± 4.3027 / sqrt(3) = [2.516, 7.484]; t = 5 sqrt(3) = 8.66, p = 1 - t / sqrt(2 + t^2)
+    assert rows[2] == ["wrn_16_2", "81.00 ± 1.73 (3)", "86.00 ± 1.00 (3)",
+                       "+5.00 [+2.52, +7.48] paired t, p=0.013"]  # fmt: skip
+    assert "**test/acc1**" in out and "paired t-test" in out
 
 
 def test_pivot_baseline_and_transposed(sweep, capsys):
@@ -134,18 +139,47 @@ def test_pivot_baseline_and_transposed(sweep, capsys):
     rows = markdown_rows(out)
     assert rows[0] == ["loss.cam.weight", "backbone=resnet20", "backbone=wrn_16_2",
                        "Δ (resnet20 - wrn_16_2)"]  # fmt: skip
-    assert rows[1][-1] == "+11.00" and rows[2][-1] == "+7.00"
+    # test_best: resnet20 - wrn_16_2 per seed (10, 12, 11) and (6, 7, 8): s_d = 1 both
+    assert rows[1][-1].startswith("+11.00 [+8.52, +13.48] paired t, p=0.003")
+    assert rows[2][-1].startswith("+7.00 [+4.52, +9.48] paired t, p=0.007")
 
 
-def test_csv_is_machine_readable(sweep, capsys):
-    code, out, err = run_report(capsys, sweep, "--format", "csv", "--metrics", "test/acc1")
+def test_csv_is_one_long_table_in_one_read(sweep, capsys):
+    code, out, err = run_report(capsys, sweep, "--format", "csv", "--cols", "loss.cam.weight")
     assert code == 0
-    table = list(csv.DictReader(io.StringIO(out)))
-    assert [r["backbone"] for r in table] == ["resnet20", "resnet20", "wrn_16_2", "wrn_16_2"]
-    assert float(table[2]["test/acc1"]) == pytest.approx(81.0)
-    assert float(table[2]["test/acc1_std"]) == pytest.approx(3**0.5, abs=1e-4)
-    assert table[2]["test/acc1_n"] == "3"
+    table = list(csv.DictReader(io.StringIO(out)))  # one header, one read
+    header = ["backbone", "loss.cam.weight", "metric", "mean", "std", "n"]
+    header += ["baseline", "delta", "ci95_low", "ci95_high", "test", "p"]
+    assert list(table[0]) == header
+    assert len(table) == 4 * 2  # 4 groups x the 2 default metrics
+    row = next(r for r in table if r["backbone"] == "wrn_16_2" and r["loss.cam.weight"] == "1"
+               and r["metric"] == "test/acc1")  # fmt: skip
+    assert float(row["mean"]) == pytest.approx(86.0) and float(row["std"]) == pytest.approx(1.0)
+    assert row["n"] == "3" and row["baseline"] == "loss.cam.weight=0" and row["test"] == "paired t"
+    assert float(row["delta"]) == pytest.approx(5.0)
+    half = 4.302653 / 3**0.5  # t_{0.975, 2} * s_d / sqrt(n), s_d = 1
+    assert float(row["ci95_low"]) == pytest.approx(5 - half, abs=1e-5)
+    assert float(row["ci95_high"]) == pytest.approx(5 + half, abs=1e-5)
+    t = 5 * 3**0.5
+    assert float(row["p"]) == pytest.approx(1 - t / (2 + t * t) ** 0.5, abs=1e-6)  # df = 2
+    base = next(r for r in table if r["loss.cam.weight"] == "0")
+    assert base["delta"] == "" and base["test"] == ""
     assert "Not averaged (3 of 15 runs)" in err  # the list goes to stderr, not into the CSV
+
+
+def test_several_metrics_in_one_table(sweep, capsys):
+    code, out, _ = run_report(capsys, sweep, "--rows", "backbone", "--cols", "loss.cam.weight",
+                              "--metrics", "test/acc1", "val/acc1_best")  # fmt: skip
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0][:2] == ["backbone", "metric"] and len(rows) == 1 + 2 * 2
+    assert [r[:2] for r in rows[1:]] == [
+        ["resnet20", "test/acc1"],
+        ["resnet20", "val/acc1_best"],
+        ["wrn_16_2", "test/acc1"],
+        ["wrn_16_2", "val/acc1_best"],
+    ]
+    assert out.count("| backbone") == 1  # one table
 
 
 def test_latex(sweep, capsys):
@@ -155,7 +189,9 @@ def test_latex(sweep, capsys):
     )  # fmt: skip
     assert code == 0
     assert r"\begin{tabular}" in out and r"\end{tabular}" in out
-    assert r"resnet20 & 92.00 $\pm$ 2.00 (3) & 93.00 $\pm$ 2.00 (3) & +1.00 \\" in out
+    assert (r"resnet20 & 92.00 $\pm$ 2.00 (3) & 93.00 $\pm$ 2.00 (3) & "
+            r"+1.00 [+1.00, +1.00] paired t, p$<$0.001 \\") in out  # fmt: skip
+    assert r"+5.00 [+2.52, +7.48] paired t, p=0.013 \\" in out
     assert r"loss.cam.weight=0" in out and r"$\Delta$" in out
     assert "% - failed:" in out
 
@@ -238,3 +274,116 @@ def test_a_run_without_results_json_is_listed_as_incomplete(tmp_path, capsys):
     assert code == 0
     assert markdown_rows(out)[1] == ["all", "50.00", "51.00", "1"]
     assert "- incomplete: " in out and "killed (seed=1)" in out
+
+
+# ----------------------------------------------------------------------------- statistics (#16)
+def test_paired_t_against_hand_worked_numbers():
+    from camexp.report.stats import compare
+
+    # differences by seed (5, 6, 4): mean 5, s_d = 1, SE = 1 / sqrt(3); t_{0.975, 2} = 4.302653
+    delta = compare([(0, 85.0), (1, 86.0), (2, 87.0)], [(0, 80.0), (1, 80.0), (2, 83.0)])
+    assert delta.test == "paired t" and delta.n == 3 and delta.df == 2
+    assert delta.value == pytest.approx(5.0)
+    assert (delta.low, delta.high) == pytest.approx((2.515862, 7.484138), abs=1e-5)
+    # df = 2: P(|T| > t) = 1 - t / sqrt(2 + t^2), t = 5 sqrt(3)
+    assert delta.p == pytest.approx(1 - 75**0.5 / 77**0.5, abs=1e-7)
+
+
+def test_welch_t_when_seeds_do_not_pair():
+    from camexp.report.stats import compare
+
+    # (1, 2, 3) vs (3, 4, 5), seeds 0-2 vs 3-5: variances 1 and 1, SE^2 = 1/3 + 1/3,
+    # Welch df = (2/3)^2 / ((1/3)^2 / 2 + (1/3)^2 / 2) = 4; t_{0.975, 4} = 2.776445 (t table)
+    delta = compare([(0, 1.0), (1, 2.0), (2, 3.0)], [(3, 3.0), (4, 4.0), (5, 5.0)])
+    assert delta.test == "Welch t" and delta.df == pytest.approx(4.0)
+    half = 2.776445 * (2 / 3) ** 0.5
+    assert (delta.low, delta.high) == pytest.approx((-2 - half, -2 + half), abs=1e-5)
+    # df = 4: P(|T| > t) = 1 - (3/2) x + (1/2) x^3 with x = t / sqrt(4 + t^2), here |t| = sqrt(6)
+    x = 6**0.5 / 10**0.5
+    assert delta.p == pytest.approx(1 - 1.5 * x + 0.5 * x**3, abs=1e-7)
+
+
+def test_delta_without_interval_for_a_single_run_and_nan():
+    from camexp.report.stats import compare
+
+    single = compare([(0, 3.0)], [(0, 1.0), (1, 2.0)])
+    assert single.value == pytest.approx(1.5) and single.low is None and single.test is None
+    assert compare([(0, float("nan")), (1, 1.0)], [(0, 1.0), (1, 1.0)]).test is None
+    assert compare([], [(0, 1.0)]) is None
+
+
+def test_report_uses_welch_when_the_seeds_differ(tmp_path, capsys):
+    for seed, acc in zip((0, 1, 2), (1.0, 2.0, 3.0), strict=True):
+        write_run(tmp_path, f"a{seed}", ["loss.cam.weight=0", f"seed={seed}"], {"test/acc1": acc},
+                  seed=seed)  # fmt: skip
+    for seed, acc in zip((3, 4, 5), (3.0, 4.0, 5.0), strict=True):
+        write_run(tmp_path, f"b{seed}", ["loss.cam.weight=1", f"seed={seed}"], {"test/acc1": acc},
+                  seed=seed)  # fmt: skip
+    code, out, _ = run_report(capsys, tmp_path, "--cols", "loss.cam.weight", "--metrics",
+                              "test/acc1")  # fmt: skip
+    assert code == 0
+    # +2 ± 2.776445 * sqrt(2/3) = [-0.27, +4.27]
+    assert markdown_rows(out)[1][-1].startswith("+2.00 [-0.27, +4.27] Welch t, p=0.070")
+
+
+# ----------------------------------------------------------------------------- defaults (#16)
+def test_eval_and_fewshot_runs_need_no_metrics_option(tmp_path, capsys):
+    write_run(tmp_path / "e", "a", ["ckpt=x"], {"test/acc1": 70.0, "test/acc5": 90.0},
+              task="eval")  # fmt: skip
+    code, out, _ = run_report(capsys, tmp_path / "e")
+    assert code == 0 and markdown_rows(out)[0] == ["runs", "test/acc1", "test/acc5", "seeds"]
+    shots = {"fewshot/test/5way_1shot/logreg/acc": 50.0, "fewshot/test/5way_1shot/logreg/ci95": 1.0,
+             "fewshot/test/5way_5shot/logreg/acc": 70.0, "base/test/acc1": 60.0}  # fmt: skip
+    write_run(tmp_path / "f", "a", ["seed=0"], shots, task="fewshot")
+    code, out, _ = run_report(capsys, tmp_path / "f")
+    assert code == 0
+    assert markdown_rows(out)[0] == ["runs", "fewshot/test/5way_1shot/logreg/acc",
+                                     "fewshot/test/5way_5shot/logreg/acc", "seeds"]  # fmt: skip
+
+
+def test_keys_that_do_not_change_results_are_not_grouping_columns(tmp_path, capsys):
+    write_run(tmp_path, "a", ["metrics=none", "seed=0"], {"test/acc1": 1.0, "test_best/acc1": 1.0})
+    write_run(tmp_path, "b", ["seed=1", "dataset.root=/x"], {"test/acc1": 3.0,
+                                                             "test_best/acc1": 3.0})  # fmt: skip
+    code, out, _ = run_report(capsys, tmp_path)
+    assert code == 0
+    assert markdown_rows(out)[0] == ["runs", "test/acc1", "test_best/acc1", "seeds"]
+    assert markdown_rows(out)[1][1] == "2.00 ± 1.41"
+
+
+# ----------------------------------------------------------------------------- bad input (#15)
+def test_a_results_json_list_is_skipped_with_one_warning(tmp_path, capsys):
+    write_run(tmp_path, "good", ["seed=0"], {"test/acc1": 50.0, "test_best/acc1": 51.0})
+    bad = write_run(tmp_path, "bad", ["seed=1"], {"test/acc1": 1.0})
+    (bad / "results.json").write_text("[1, 2]")
+    code, out, err = run_report(capsys, tmp_path)
+    assert code == 0 and markdown_rows(out)[1] == ["all", "50.00", "51.00", "1"]
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "JSON list" in warnings[0] and "bad" in warnings[0]
+    # the only input: exit 2 with one line
+    code, _, err = run_report(capsys, bad)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("camexp-report: error: no readable run")
+
+
+def test_a_truncated_config_yaml_skips_that_run_only(tmp_path, capsys):
+    write_run(tmp_path, "good", ["seed=0"], {"test/acc1": 50.0, "test_best/acc1": 51.0})
+    bad = write_run(tmp_path, "bad", ["seed=1"], {"test/acc1": 1.0, "test_best/acc1": 1.0})
+    (bad / ".hydra" / "config.yaml").write_text("seed: 1\nloss:\n  cam: {weight: [1,\n")
+    code, out, err = run_report(capsys, tmp_path)
+    assert code == 0 and markdown_rows(out)[1] == ["all", "50.00", "51.00", "1"]
+    assert "warning: skipped a run" in err and "config.yaml" in err
+
+
+def test_a_nan_metric_is_shown_not_dropped(tmp_path, capsys):
+    write_run(tmp_path, "a", ["seed=0"], {"test/acc1": 50.0, "test_best/acc1": float("nan")})
+    write_run(tmp_path, "b", ["seed=1"], {"test/acc1": 52.0, "test_best/acc1": 51.0})
+    code, out, _ = run_report(capsys, tmp_path)
+    assert code == 0 and markdown_rows(out)[1] == ["all", "51.00 ± 1.41", "nan", "2"]
+
+
+def test_plot_axis_is_percent_only_for_accuracies():
+    from camexp.report.plot import axis_label
+
+    assert axis_label("val/acc1") == "val/acc1 (%)"
+    assert axis_label("train/cam") == "train/cam" and axis_label("lr") == "lr"

@@ -1,10 +1,13 @@
 """Reliability: a run killed anywhere and resumed equals an uninterrupted run; SIGTERM saves and
-stops; a NaN loss stops before the weights are touched; checkpoints are data, never code."""
+stops; a NaN loss stops before the weights are touched; checkpoints are data, never code.
+The stop signals at every other moment are in test_reliability_signals.py, which shares the
+``reference`` run of this module."""
 
 import csv
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +24,7 @@ TIMING = {"train/images_per_s", "val/images_per_s", "epoch_time_s"}
 SMALL = [
     "debug=smoke", "epochs=3", "deterministic=true", "checkpoint_every=2", "tensorboard=false",
     "progress=false", "batch_size=32", "dataset.subset.train=96", "dataset.subset.test=64",
-    "dataset.val_size=32", "cam_pictures=2",
+    "dataset.val_size=32", "cam_pictures=2", "metrics.images=4",
 ]  # fmt: skip
 
 
@@ -44,7 +47,7 @@ def results(run_dir):
         return json.load(f)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """One uninterrupted run that every interrupted run must reproduce."""
     from conftest import write_fashion_mnist
@@ -66,7 +69,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(reference, tmp_path, ki
     camexp([f"resume={run}"], check=True)
     assert metrics_rows(run) == metrics_rows(reference_run)
     resumed, expected = results(run), results(reference_run)
-    assert resumed["status"] == "completed"
+    assert resumed["status"] == "completed" and expected["selection"] == "val"
     assert resumed["metrics"] == expected["metrics"]
     assert not [n for n in os.listdir(os.path.join(run, "checkpoints")) if n.startswith(".tmp")]
 
@@ -92,11 +95,22 @@ def test_sigterm_saves_and_stops_then_resume_completes(reference, tmp_path):
     assert metrics_rows(run) == metrics_rows(reference_run)
 
 
-def test_resume_refuses_other_overrides(reference, tmp_path):
+def test_resume_refuses_other_overrides_and_names_them(reference, tmp_path):
     data, reference_run = reference
-    done = camexp([f"resume={reference_run}", "loss.cam.weight=0"])
+    done = camexp([f"resume={reference_run}", "loss.cam.weight=0", "epochs=5"])
     assert done.returncode == 2
-    assert "drop loss.cam.weight=0" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "drop loss.cam.weight=0, epochs=5 (the run has epochs=3)" in done.stderr
+
+
+def test_resume_accepts_the_runs_own_overrides(reference, tmp_path):
+    """What a user naturally types: the original command plus resume=. The copy of a completed
+    run resumes into "nothing left to train" and tests again: the same numbers."""
+    data, reference_run = reference
+    run = str(tmp_path / "run")
+    shutil.copytree(reference_run, run)
+    camexp([*SMALL, f"dataset.root={data}", f"resume={run}", "progress=false"], check=True)
+    assert results(run)["metrics"] == results(reference_run)["metrics"]
 
 
 def test_same_folder_with_another_config_is_refused(reference, tmp_path):
@@ -169,7 +183,7 @@ def test_malicious_checkpoint_is_refused_and_runs_no_code(tmp_path):
 
 def test_atomic_save_leaves_the_previous_checkpoint_when_the_write_fails(tmp_path, monkeypatch):
     path = str(tmp_path / "last.pt")
-    save_checkpoint(path, {"epoch": 1})
+    save_checkpoint(path, {"epoch": 1, "model": {}})
 
     def broken_save(obj, f):
         f.write(b"half a checkpoint")
@@ -177,7 +191,7 @@ def test_atomic_save_leaves_the_previous_checkpoint_when_the_write_fails(tmp_pat
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"epoch": 2})
+        save_checkpoint(path, {"epoch": 2, "model": {}})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]

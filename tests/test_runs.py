@@ -109,7 +109,10 @@ def test_metrics_csv_has_one_row_with_every_loss_part(trained):
 def test_tensorboard_holds_the_scalars_and_the_cam_pictures(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    main = EventAccumulator(str(trained / "tensorboard"))
+    # one TensorBoard run per job, named by its overrides, holding the hparams too (#16)
+    (run,) = {p.parent for p in (trained / "tensorboard").rglob("events.out.tfevents.*")}
+    assert run.parent == trained / "tensorboard" and "val_size=16" in run.name
+    main = EventAccumulator(str(run))
     main.Reload()
     scalars, images = main.Tags()["scalars"], main.Tags()["images"]
     for tag in ["train/loss", "train/ce", "train/cam", "lr", "val/acc1"]:
@@ -118,7 +121,12 @@ def test_tensorboard_holds_the_scalars_and_the_cam_pictures(trained):
     csv_row = read_csv(trained / "metrics.csv")[0]
     event = main.Scalars("train/cam")[0]
     assert event.step == 1 and event.value == pytest.approx(float(csv_row["train/cam"]), rel=1e-4)
-    assert list((trained / "tensorboard").rglob("hparams/events.out.tfevents.*")), "no hparams"
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = main.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["loss.cam.norm"].string_value == "minmax"  # every loss.cam.* option
+    assert hparams["dataset.val_size"].number_value == 16  # every override, short
 
 
 def test_checkpoints_are_plain_data_and_load(trained):
@@ -126,7 +134,8 @@ def test_checkpoints_are_plain_data_and_load(trained):
         state = torch.load(trained / "checkpoints" / f"{name}.pt", weights_only=True)
         assert state["format"] == "camexp-checkpoint-v1"
         assert state["epoch"] == 1
-        assert state["meta"]["backbone"] == "resnet20" and state["meta"]["num_classes"] == 10
+        spec = state["meta"]["model"]  # the checkpoint contract (docs/design.md §5)
+        assert spec["backbone"] == "resnet20" and spec["num_classes"] == 10
         model = build_backbone("resnet20", 10, 1, 28, needs_cam=True)
         model.load_state_dict(state["model"])  # strict: every key matches
         assert state["config"]["loss"]["cam"]["weight"] == 1.0

@@ -1,9 +1,13 @@
 """task=transfer: loading under a new head, linear probe and frozen BN, the head lr multiplier,
-stage freezing, the one-line errors, and a debug=smoke run from a debug=smoke checkpoint."""
+stage freezing, the one-line errors, a debug=smoke run from a debug=smoke checkpoint (the
+architecture read from the checkpoint, not restated), and the same as a 2-process gloo run."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +18,13 @@ from transfer_fixtures import camexp_cli
 
 from camexp.errors import UserError
 from camexp.losses import CAMLoss, CrossEntropy, Objective
+from camexp.models import provenance
 from camexp.models import surgery as transfer
 from camexp.models.backbone import Output, build_backbone
+from camexp.models.from_checkpoint import dataset_identity, model_spec
 from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 from camexp.tasks import transfer as transfer_task
+from camexp.training import parts as build
 
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -33,7 +40,10 @@ def source_checkpoint(path, name="resnet20", classes=10, chans=1, **kw) -> dict:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
-    meta = {"backbone": name, "num_classes": classes, "in_chans": chans, "small_input_stem": False}
+    spec = model_spec(backbone=name, kwargs={}, small_input_stem=False, in_chans=chans,
+                      num_classes=classes, image_size=16, mean=[0.5] * chans, std=[0.25] * chans,
+                      exact_cam=True)  # fmt: skip
+    meta = {"model": spec, "dataset": dataset_identity("src", [str(i) for i in range(classes)])}
     state = {"model": model.state_dict(), "meta": meta, "epoch": 3, "config": {}}
     save_checkpoint(str(path), state)
     return state["model"]
@@ -76,9 +86,7 @@ def test_missing_and_unexpected_keys_in_one_line(tmp_path):
     assert "unexpected 1 keys (model.extra.weight)" in message
 
 
-def test_other_architecture_is_named(tmp_path):
-    with pytest.raises(UserError, match=r"holds a resnet20, this run builds a resnet32"):
-        transfer.check_source_meta({"backbone": "resnet20"}, "resnet32", False, "src.pt")
+def test_mis_shaped_tensor_is_named(tmp_path):
     source = {**net(classes=10).state_dict(), "model.conv1.weight": torch.zeros(16, 1, 5, 5)}
     with pytest.raises(UserError, match=r"shape mismatch in model.conv1.weight \(16, 1, 5, 5\)"):
         transfer.load_source_weights(net(classes=5), source, path="x")
@@ -86,9 +94,6 @@ def test_other_architecture_is_named(tmp_path):
 
 def test_channels_need_the_adaptation_option(tmp_path):
     saved = source_checkpoint(tmp_path / "src.pt", chans=1)
-    with pytest.raises(UserError, match=r"1-channel images, the target dataset has 3; set init"):
-        transfer.check_channels(1, 3, adapt=False, path="src.pt")
-    transfer.check_channels(1, 3, adapt=True, path="src.pt")
     model = net(classes=5, chans=3)
     line = transfer.load_source_weights(model, saved, path="src.pt", source_chans=1, target_chans=3)
     assert "adapted model.conv1.weight to 3 channels" in line
@@ -180,7 +185,7 @@ def test_head_lr_multiplier_reaches_the_optimizer():
     cfg = compose_cfg("optim.lr=0.02", "transfer.head_lr_mult=10", "transfer.freeze_stages=1")
     model = net(classes=5)
     transfer.setup_transfer(model, mode="finetune", freeze_stages=1)
-    optimizer = transfer_task.build_optimizer(cfg, model)
+    optimizer = build.build_optimizer(cfg, model, transfer_task.param_groups(cfg, model))
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs == pytest.approx(
         {"backbone": 0.02, "backbone_no_decay": 0.02, "head": 0.2, "head_no_decay": 0.2}
@@ -196,18 +201,20 @@ def test_head_lr_multiplier_reaches_the_optimizer():
 
 
 def test_source_summary_groups_by_pretraining(tmp_path):
+    meta = {"model": {"backbone": "resnet20", "num_classes": 10, "in_chans": 1},
+            "dataset": {"name": "fashion_mnist"}}  # fmt: skip
     state = {
         "epoch": 3,
-        "meta": {"backbone": "resnet20", "num_classes": 10, "in_chans": 1},
+        "meta": meta,
         "config": {
             "task": {"name": "classify"},
-            "backbone": {"name": "resnet20"},
-            "dataset": {"name": "fashion_mnist"},
+            "backbone": {"name": "resnet56"},  # the config may be stale; meta is the record
+            "dataset": {"name": "stale"},
             "loss": {"ce": {"weight": 1.0}, "cam": {"weight": 0.5}},
             "seed": 2,
         },
     }
-    summary = transfer.source_summary(state, "/x/best.pt", {"metrics": {"test/acc1": 90.0}})
+    summary = provenance.source_summary(state, "/x/best.pt", {"metrics": {"test/acc1": 90.0}})
     assert summary["loss"] == "ce+cam@0.5" and summary["loss_weights"]["cam"] == 0.5
     assert (summary["dataset"], summary["backbone"], summary["seed"]) == (
         "fashion_mnist",
@@ -215,7 +222,7 @@ def test_source_summary_groups_by_pretraining(tmp_path):
         2,
     )
     assert summary["test_acc1"] == 90.0
-    assert transfer.loss_label({"ce": 1.0, "cam": 0.0}) == "ce"
+    assert provenance.loss_label({"ce": 1.0, "cam": 0.0}) == "ce"
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -236,6 +243,7 @@ def test_smoke_transfer_writes_every_run_folder_file(smoke_source, tmp_path):
     ckpt = smoke_source / "checkpoints" / "best.pt"
     run = camexp_cli(
         "task=transfer", "debug=smoke", "dataset=digits28", f"init.checkpoint={ckpt}",
+        "backbone=resnet56",  # not restated knowledge: the architecture is the checkpoint's
         "transfer.head_lr_mult=10", "cam_pictures=4", f"hydra.run.dir={tmp_path / 't'}",
         cwd=tmp_path,
     )  # fmt: skip
@@ -252,7 +260,10 @@ def test_smoke_transfer_writes_every_run_folder_file(smoke_source, tmp_path):
     assert results["transfer"]["mode"] == "finetune"
     assert 0 <= results["metrics"]["test/acc1"] <= 100
     state = load_checkpoint(str(folder / "checkpoints" / "last.pt"))
-    assert state["meta"]["num_classes"] == 10 and state["meta"]["source"]["checkpoint"] == str(ckpt)
+    assert state["meta"]["source"]["checkpoint"] == str(ckpt)
+    assert state["meta"]["model"]["backbone"] == "resnet20"  # the source's, not backbone=resnet56
+    assert state["meta"]["model"]["num_classes"] == 10
+    assert state["meta"]["dataset"]["name"] == "digits28"
 
 
 @pytest.mark.parametrize(
@@ -262,10 +273,7 @@ def test_smoke_transfer_writes_every_run_folder_file(smoke_source, tmp_path):
             ["init.checkpoint=/nonexistent/best.pt"],
             "checkpoint /nonexistent/best.pt does not exist",
         ),
-        (
-            ["init.checkpoint=SRC", "backbone=resnet32"],
-            "holds a resnet20, this run builds a resnet32",
-        ),
+        (["init.checkpoint=SRC", "optim.momentum=-1"], "optim: Invalid momentum value: -1"),
         (
             [
                 "init.checkpoint=SRC",
@@ -275,7 +283,7 @@ def test_smoke_transfer_writes_every_run_folder_file(smoke_source, tmp_path):
                 "dataset.workers=0",
                 "dataset.image_size=16",
             ],
-            "1-channel images, the target dataset has 3",
+            "has in_chans=1, this run has in_chans=3; set init.adapt_channels=true",
         ),  # fmt: skip
         (["init.checkpoint=SRC", "transfer.freeze_stages=9"], "transfer.freeze_stages=9 but"),
         ([], "task=transfer needs a source"),
@@ -302,3 +310,26 @@ def test_bad_input_is_one_line_before_training(smoke_source, tmp_path, overrides
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["status"] == "failed" and results["epochs_completed"] == 0
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_two_process_gloo_transfer_completes(smoke_source, tmp_path):
+    """transfer through torchrun: DDP-wrapped like every training task; rank 0 alone reports."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    ckpt = smoke_source / "checkpoints" / "best.pt"
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "camexp", "task=transfer",
+         "debug=smoke", "dataset=digits28", f"init.checkpoint={ckpt}", "batch_size=16",
+         "dataset.subset.train=64", "tensorboard=false", "progress=false", "metrics=none",
+         "transfer.freeze_stages=2", f"hydra.run.dir={tmp_path / 't'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "KeyError" not in done.stderr
+    results = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs_completed"] == 1
+    assert results["transfer"]["frozen_tensors"] > 0 and 0 <= results["metrics"]["test/acc1"] <= 100
+    assert sorted(os.listdir(tmp_path / "t" / "checkpoints")) == ["best.pt", "last.pt"]
+    state = load_checkpoint(str(tmp_path / "t" / "checkpoints" / "last.pt"))
+    assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP

@@ -1,10 +1,17 @@
 """N-way K-shot episodes over cached features, and the two classifiers fitted per episode.
 
-The protocol of Tian et al. (ECCV 2020, "Rethinking Few-Shot Image Classification"): a frozen
-backbone embeds every image once (global-pooled penultimate features, L2-normalised); each
-episode draws N classes, K support and Q query images per class, fits a simple classifier on the
-support set and scores it on the queries. Episodes depend only on the labels and a seed, never on
-the model, so two backbones are compared on identical episodes.
+The protocol of Tian et al. (ECCV 2020, "Rethinking Few-Shot Image Classification"; WangYueFt/rfs
+eval/meta_eval.py): a frozen backbone embeds every image (global-pooled penultimate features,
+L2-normalised); each episode draws N classes, K support and Q query images per class, fits a
+simple classifier on the support set and scores it on the queries. As RFS
+(``n_aug_support_samples=5``), each support image enters the classifier as A views drawn through
+the training augmentation (RFS's RandomCrop with padding,
+ColorJitter(0.4, 0.4, 0.4), RandomHorizontalFlip; camexp/data/support_views.py), the queries
+once, unaugmented. Unlike RFS,
+whose loader draws fresh views per episode, every image's A views are embedded once and reused by
+the episodes it appears in (A passes over the pool instead of one per episode). Episodes depend
+only on the labels and a seed, never on the model, so two backbones are compared on identical
+episodes.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from camexp.errors import UserError
+from camexp.run.progress import track
 
 CLASSIFIERS = ("logreg", "prototype")
 
@@ -123,19 +131,32 @@ def classify_episode(name: str, support_x, support_y, query_x, options: dict):
     raise UserError(f"unknown few-shot classifier {name!r}; valid: {', '.join(CLASSIFIERS)}")
 
 
-def episode_accuracies(features: np.ndarray, episodes: Episodes, classifier: str, options=None):
-    """Accuracy (percent) of ``classifier`` on each episode; ``features`` (N_images, C)."""
+def episode_accuracies(
+    features: np.ndarray,
+    episodes: Episodes,
+    classifier: str,
+    options=None,
+    support_features: np.ndarray | None = None,
+):
+    """Accuracy (percent) of ``classifier`` on each episode; ``features`` (N_images, C) embed the
+    queries, and the support set too unless ``support_features`` (A, N_images, C) gives A
+    augmented views of every image (RFS: the support set is all A views of the K images)."""
     options = options or {}
     n_way, k_shot = episodes.support.shape[1:]
     q_query = episodes.query.shape[2]
-    support_y = np.repeat(np.arange(n_way), k_shot)
+    views = 1 if support_features is None else support_features.shape[0]
+    support_y = np.tile(np.repeat(np.arange(n_way), k_shot), views)  # RFS: np.tile over views
     query_y = np.repeat(np.arange(n_way), q_query)
     accs = np.empty(len(episodes))
     # One BLAS thread: an episode is tiny (25 x 64), and thread start-up made each fit 20x
     # slower on a busy 2-core machine (measured 90 ms vs 4 ms per logistic regression).
     with threadpool_limits(limits=1):
-        for e in range(len(episodes)):
-            sx = features[episodes.support[e].reshape(-1)]  # (N*K, C)
+        for e in track(range(len(episodes)), f"{classifier} episodes", unit="episodes"):
+            index = episodes.support[e].reshape(-1)
+            if support_features is None:
+                sx = features[index]  # (N*K, C)
+            else:
+                sx = support_features[:, index].reshape(-1, features.shape[1])  # (A*N*K, C)
             qx = features[episodes.query[e].reshape(-1)]  # (N*Q, C)
             pred = classify_episode(classifier, sx, support_y, qx, options)
             accs[e] = 100.0 * float((pred == query_y).mean())

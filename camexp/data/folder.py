@@ -46,6 +46,19 @@ def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: floa
     return transforms.Compose([*steps, transforms.ToTensor(), normalize])
 
 
+def box_transform(image_size: int, mean, std):
+    """The test images of the box metrics: ``Resize((image_size, image_size))``, no crop, as
+    wsolevaluation's test transform, so that every ground-truth box stays whole (a centre crop
+    of a 500x333 image can cut a box in half). Boxes: camexp.metrics.boxes.folder_test_boxes."""
+    return transforms.Compose(
+        [
+            transforms.Resize((image_size, image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
 def folder_loader(
     dataset,
     batch_size: int,

@@ -3,7 +3,7 @@
 
 One lambda per batch, mixing each image with the batch reversed (timm's "batch" mode). The
 same soft targets reach CE and CAM-loss, so under CutMix the target CAM is the area-weighted mix
-of both classes' maps (DESIGN.md §1). Every default that changes results is spelled out in YAML.
+of both classes' maps (docs/design.md §1). Every default that changes results is in YAML.
 """
 
 import math

@@ -1,6 +1,6 @@
 """Loss terms, one file each; :class:`Objective` sums named, weighted terms."""
 
-from camexp.losses.at import ATLoss, at_loss
+from camexp.losses.at import ATLoss, at_loss, stage_at_loss
 from camexp.losses.cam import CAMLoss, cam_loss
 from camexp.losses.catkd import CATKDLoss, cat_kd_loss
 from camexp.losses.ccm import CCMLoss, caam_cam_matching_loss
@@ -23,4 +23,5 @@ __all__ = [
     "cat_kd_loss",
     "kd_loss",
     "soft_cross_entropy",
+    "stage_at_loss",
 ]

@@ -9,7 +9,7 @@ target-class CAM, N a per-map normalisation and d a pointwise distance. The clas
 CE only (``detach_classifier``); L_cam shapes the backbone.
 
 What is certain: CAM from last-conv features and the target's FC weights, CAAM as the channel sum.
-Reconstructed (the paper does not state them; each is an option, DESIGN.md §1): the min-max
+Reconstructed (the paper does not state them; each is an option, docs/design.md §1): the min-max
 normalisation, the L1 distance, detaching W, not detaching the CAM branch, no ReLU, soft targets.
 """
 
@@ -30,12 +30,24 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"{key}={value!r} is not an option; use one of {', '.join(choices)}")
 
 
-def map_options(term: str, norm: str, distance: str, target: str, **rest) -> dict:
+def map_options(term: str, norm: str, distance: str, target: str, relu: bool, **rest) -> dict:
     """The options CAM-loss and CCM share, checked against their choices (``loss.<term>.*``)."""
     check_choice(f"loss.{term}.norm", norm, NORMS)
     check_choice(f"loss.{term}.distance", distance, DISTANCES)
     check_choice(f"loss.{term}.target", target, TARGETS)
-    return dict(norm=norm, distance=distance, target=target, **rest)
+    if norm == "max" and not relu:
+        raise UserError(
+            f"loss.{term}.norm=max divides each map by its maximum, which inverts a map that is "
+            f"negative (CAMs and CAAMs can be); use loss.{term}.norm=minmax or "
+            f"loss.{term}.relu=true"
+        )
+    return dict(norm=norm, distance=distance, target=target, relu=relu, **rest)
+
+
+def float32_maps(device: torch.device):
+    """Autocast off: the maps, their normalisation and the distance run in float32 even inside a
+    bf16 autocast region (autocast would cast the einsum back to bf16: 11.7 % gradient error)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 def map_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l1") -> torch.Tensor:
@@ -72,12 +84,13 @@ def cam_loss(
         weight = weight.detach()
     if target == "hard" and targets.dim() == 2:
         targets = targets.argmax(dim=1)
-    features = features.float()  # normalising a bf16 map loses most of its range
-    cam = target_cam(features.detach() if detach_cam else features, weight.float(), targets)
-    caam = class_agnostic_map(features)  # (B, H, W)
-    if relu:
-        cam, caam = cam.relu(), caam.relu()
-    return map_distance(normalize(caam, norm, eps), normalize(cam, norm, eps), distance)
+    with float32_maps(features.device):
+        features = features.float()  # normalising a bf16 map loses most of its range
+        cam = target_cam(features.detach() if detach_cam else features, weight.float(), targets)
+        caam = class_agnostic_map(features)  # (B, H, W)
+        if relu:
+            cam, caam = cam.relu(), caam.relu()
+        return map_distance(normalize(caam, norm, eps), normalize(cam, norm, eps), distance)
 
 
 class CAMLoss(nn.Module):

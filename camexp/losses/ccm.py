@@ -10,7 +10,7 @@ The teacher is frozen, so only the student's features receive gradient.
 
 What the paper fixes: teacher target CAM as the target, student CAAM as the prediction. The
 normalisation, distance, ReLU, soft/hard target and the resize mode are reconstructions, named
-options with CAM-loss's defaults (DESIGN.md §1).
+options with CAM-loss's defaults (docs/design.md §1).
 """
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from camexp.cam import class_agnostic_map, normalize, target_cam
 from camexp.errors import UserError
-from camexp.losses.cam import map_distance, map_options
+from camexp.losses.cam import float32_maps, map_distance, map_options
 from camexp.losses.kd import require_teacher
 
 
@@ -44,14 +44,16 @@ def caam_cam_matching_loss(
         raise UserError("loss.ccm needs the teacher's CAM: its head must be GAP -> linear")
     if target == "hard" and targets.dim() == 2:
         targets = targets.argmax(dim=1)
-    cam = target_cam(teacher_features.detach().float(), teacher_weight.detach().float(), targets)
-    caam = class_agnostic_map(student_features.float())  # (B, H, W)
-    if relu:
-        cam, caam = cam.relu(), caam.relu()
-    if cam.shape[-2:] != caam.shape[-2:]:
-        size = caam.shape[-2:]
-        cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return map_distance(normalize(caam, norm, eps), normalize(cam, norm, eps), distance)
+    with float32_maps(student_features.device):
+        t_features, t_weight = teacher_features.detach().float(), teacher_weight.detach().float()
+        cam = target_cam(t_features, t_weight, targets)  # (B, H_t, W_t)
+        caam = class_agnostic_map(student_features.float())  # (B, H, W)
+        if relu:
+            cam, caam = cam.relu(), caam.relu()
+        if cam.shape[-2:] != caam.shape[-2:]:
+            size = caam.shape[-2:]
+            cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        return map_distance(normalize(caam, norm, eps), normalize(cam, norm, eps), distance)
 
 
 class CCMLoss(nn.Module):

@@ -1,8 +1,10 @@
 """Boxes: connected-component boxes of a thresholded map, IoU, and ground-truth box readers.
 
-Convention everywhere in camexp: a box is ``(x0, y0, x1, y1)`` in pixels of the evaluated image,
-**inclusive** on both ends (a one-pixel box has x0 == x1), so its area is
-``(x1 - x0 + 1) * (y1 - y0 + 1)``, the IoU formula of wsolevaluation (Choe et al., CVPR 2020).
+A box is ``(x0, y0, x1, y1)`` in pixels of the evaluated image, read with the inclusive IoU formula
+of wsolevaluation (Choe et al., CVPR 2020): area ``(x1 - x0 + 1) * (y1 - y0 + 1)``. Ground-truth
+boxes are kept as their annotation gives them (wsolevaluation's metadata: CUB's
+``(x, y, x + w, y + h)``, ILSVRC's ``xmin ymin xmax ymax``; camexp's synthetic data: the tight
+inclusive box); predicted boxes follow ``metrics.box_convention`` (camexp.metrics.localization).
 An image may have several ground-truth boxes: an array (n, 4).
 """
 
@@ -31,7 +33,8 @@ def component_boxes(mask: np.ndarray) -> np.ndarray:
       (outer borders), so a map whose best box is a hole's box can score lower here.
     * wsolevaluation turns ``boundingRect``'s (x, y, w, h) into ``(x, y, x + w, y + h)`` and then
       reads it with the inclusive IoU formula: its boxes are one pixel wider and taller than the
-      region. Ours are the tight inclusive box, so a map equal to the object gives IoU 1.
+      region. These are the tight inclusive boxes; the localization metric widens them
+      (``box_convention="wsol"``, the default) or not (``"tight"``).
     * OpenCV traces borders with 8-connectivity for foreground pixels; so do we.
     """
     labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
@@ -139,25 +142,13 @@ def read_imagenet_val_boxes(root: str | os.PathLike) -> dict[str, np.ndarray] | 
     return None
 
 
-def resize_crop_box(
-    box: np.ndarray, original: tuple[int, int], resize: int, crop: int
-) -> np.ndarray:
-    """Map boxes (n, 4) of an original (width, height) image through torchvision's
-    ``Resize(resize)`` (shorter side to ``resize``) then ``CenterCrop(crop)``, clipped inside."""
+def resize_box(box: np.ndarray, original: tuple[int, int], size: int) -> np.ndarray:
+    """wsolevaluation's ``resize_bbox``: boxes (n, 4) of an original (width, height) image mapped
+    onto the ``size x size`` image that ``Resize((size, size))`` makes, each coordinate scaled and
+    truncated with ``int()`` (no clipping)."""
     width, height = original
-    scale = resize / min(width, height)
-    new_w, new_h = (
-        (resize, int(resize * height / width))
-        if width <= height
-        else (
-            int(resize * width / height),
-            resize,
-        )
-    )
-    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
-    out = np.asarray(box, dtype=np.float64).reshape(-1, 4) * scale
-    out -= np.array([left, top, left, top])
-    return np.clip(np.floor(out), 0, crop - 1).astype(np.int64)
+    scale = np.array([size / width, size / height, size / width, size / height])
+    return (np.asarray(box, dtype=np.float64).reshape(-1, 4) * scale).astype(np.int64)
 
 
 def stacked_component_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,23 +180,25 @@ def stacked_component_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def folder_test_boxes(
-    dataset, image_size: int, root: str | None = None, resize_ratio: float = 0.875
+    dataset, image_size: int, root: str | None = None, convention: str = "wsol"
 ) -> list[np.ndarray] | None:
-    """Ground-truth boxes of a folder-type test set in the frame of its evaluation transform
-    (``Resize(round(image_size / resize_ratio))`` + ``CenterCrop(image_size)``, camexp's
-    folder_transform), one (n, 4) array per sample; None when the dataset has none.
+    """Ground-truth boxes of a folder-type test set in the frame of the box-metric transform
+    (``Resize((image_size, image_size))``, no crop: camexp.data.folder.box_transform, as
+    wsolevaluation), one (n, 4) array per sample; None when the dataset has none.
 
     Sources: a dataset with ``boxes`` (N, 4) as (x, y, w, h) and ``paths`` (camexp's CUB reader,
-    from bounding_boxes.txt), or an ImageFolder whose files are ILSVRC validation images with
-    XML annotations under ``root`` (see :data:`IMAGENET_BOX_FOLDERS`).
+    from bounding_boxes.txt), read as wsolevaluation's metadata ``(x, y, x + w, y + h)``
+    (``convention="wsol"``) or as the inclusive ``(x, y, x + w - 1, y + h - 1)`` (``"tight"``);
+    or an ImageFolder whose files are ILSVRC validation images with XML annotations under
+    ``root`` (see :data:`IMAGENET_BOX_FOLDERS`), used as they are.
     """
     from PIL import Image
 
-    resize = int(round(image_size / resize_ratio))
     if getattr(dataset, "boxes", None) is not None and hasattr(dataset, "paths"):
         xywh = np.asarray(dataset.boxes, dtype=np.float64).reshape(-1, 4)
+        end = 0 if convention == "wsol" else 1  # x + w (wsolevaluation) or x + w - 1
         pairs = [
-            (path, np.array([[x, y, x + w - 1, y + h - 1]]))
+            (path, np.array([[x, y, x + w - end, y + h - end]]))
             for path, (x, y, w, h) in zip(dataset.paths, xywh, strict=True)
         ]
     elif hasattr(dataset, "samples") and root:
@@ -225,5 +218,5 @@ def folder_test_boxes(
     for path, boxes in pairs:
         with Image.open(path) as image:  # reads the header only
             size = image.size
-        out.append(resize_crop_box(boxes, size, resize, image_size))
+        out.append(resize_box(boxes, size, image_size))
     return out

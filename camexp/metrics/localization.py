@@ -6,7 +6,12 @@ normalised to [0, 1] (a constant map becomes all zeros) and quantised to uint8 `
 threshold ``t`` of the sweep ``0, d, 2d, ... < 1`` (d = ``cam_curve_interval``, 0.001 in
 wsolevaluation) the mask ``q > int(t * max(q))`` is split into connected components, each gives a
 box, and the image's IoU at ``t`` is the best IoU of any of those boxes with any ground-truth box
-(an empty mask gives the box (0, 0, 0, 0)). Then
+(an empty mask gives the box (0, 0, 0, 0)). A component spanning columns x0..x1 and rows y0..y1
+gives, with ``box_convention="wsol"`` (the default), wsolevaluation's box: cv2.boundingRect's
+(x, y, w, h) read as ``(x, y, x + w, y + h)`` with the far corner clipped to (W - 1, H - 1), i.e.
+``(x0, y0, min(x1 + 1, W - 1), min(y1 + 1, H - 1))``, one pixel wider and taller than the region;
+with ``"tight"`` (camexp's variant) the inclusive ``(x0, y0, x1, y1)``. IoUs use the inclusive
+formula of wsolevaluation's ``calculate_multiple_iou`` either way. Then
 
     BoxAcc(t, delta)  = 100 * mean_images [ IoU(t) >= delta / 100 ]
     MaxBoxAcc(delta)  = max_t BoxAcc(t, delta)                  for delta in {30, 50, 70}
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from camexp.metrics.boxes import box_iou, stacked_component_boxes
 
 IOU_THRESHOLDS = (30, 50, 70)
+BOX_CONVENTIONS = ("wsol", "tight")
 
 
 def scoremaps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -41,8 +47,20 @@ def scoremaps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.view_as(up)
 
 
+def wsol_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Tight inclusive component boxes (n, 4) -> wsolevaluation's ``(x, y, x + w, y + h)``,
+    clipped at (W - 1, H - 1) as its ``compute_bboxes_from_scoremaps``."""
+    out = boxes.copy()
+    out[:, 2] = np.minimum(boxes[:, 2] + 1, width - 1)
+    out[:, 3] = np.minimum(boxes[:, 3] + 1, height - 1)
+    return out
+
+
 def ious_over_thresholds(
-    scoremap: np.ndarray, gt_boxes: np.ndarray, cam_thresholds: np.ndarray
+    scoremap: np.ndarray,
+    gt_boxes: np.ndarray,
+    cam_thresholds: np.ndarray,
+    box_convention: str = "wsol",
 ) -> np.ndarray:
     """Best IoU with the ground truth at each CAM threshold, for one (H, W) map in [0, 1]."""
     quantised = (scoremap * 255).astype(np.uint8)  # as wsolevaluation: floor to 0..255
@@ -51,6 +69,8 @@ def ious_over_thresholds(
     distinct, which = np.unique(levels, return_inverse=True)
     masks = quantised[None] > distinct[:, None, None]  # (L, H, W)
     boxes, level_of_box = stacked_component_boxes(masks)
+    if box_convention == "wsol":
+        boxes = wsol_boxes(boxes, *scoremap.shape)
     best = np.zeros(len(distinct))  # an empty mask: box (0, 0, 0, 0), as wsolevaluation
     empty = np.ones(len(distinct), dtype=bool)
     if len(boxes):
@@ -64,9 +84,17 @@ def ious_over_thresholds(
 class BoxAccumulator:
     """Accumulates per-threshold hits over batches; :meth:`compute` gives the metrics."""
 
-    def __init__(self, cam_curve_interval: float = 0.001, iou_thresholds=IOU_THRESHOLDS):
+    def __init__(
+        self,
+        cam_curve_interval: float = 0.001,
+        iou_thresholds=IOU_THRESHOLDS,
+        box_convention: str = "wsol",
+    ):
         if not 0 < cam_curve_interval < 1:
             raise ValueError(f"cam_curve_interval must be in (0, 1), got {cam_curve_interval}")
+        if box_convention not in BOX_CONVENTIONS:
+            raise ValueError(f"box_convention must be wsol or tight, got {box_convention!r}")
+        self.box_convention = box_convention
         self.cam_thresholds = np.arange(0, 1, cam_curve_interval)
         self.iou_thresholds = tuple(int(t) for t in iou_thresholds)
         n = len(self.cam_thresholds)
@@ -77,7 +105,8 @@ class BoxAccumulator:
     def add(self, maps: np.ndarray, gt_boxes: list, correct: np.ndarray | None = None) -> None:
         """maps (B, H, W) in [0, 1]; gt_boxes: B arrays (n_i, 4); correct (B,) bool or None."""
         for i, scoremap in enumerate(maps):
-            ious = ious_over_thresholds(scoremap, np.asarray(gt_boxes[i]), self.cam_thresholds)
+            gt = np.asarray(gt_boxes[i])
+            ious = ious_over_thresholds(scoremap, gt, self.cam_thresholds, self.box_convention)
             for t in self.iou_thresholds:
                 self.hits[t] += ious >= t / 100
             if correct is not None and correct[i]:
@@ -103,8 +132,9 @@ def max_box_acc(
     correct: np.ndarray | None = None,
     cam_curve_interval: float = 0.001,
     iou_thresholds=IOU_THRESHOLDS,
+    box_convention: str = "wsol",
 ) -> dict:
     """MaxBoxAccV2 and friends of a stack of score maps (B, H, W) in [0, 1] in one call."""
-    acc = BoxAccumulator(cam_curve_interval, iou_thresholds)
+    acc = BoxAccumulator(cam_curve_interval, iou_thresholds, box_convention)
     acc.add(np.asarray(maps), gt_boxes, correct)
     return acc.compute()

@@ -15,8 +15,14 @@ import torch
 
 from camexp.cam import target_cam
 from camexp.errors import UserError
-from camexp.metrics.faithfulness import deletion_insertion, drop_and_increase
-from camexp.metrics.localization import IOU_THRESHOLDS, BoxAccumulator, scoremaps
+from camexp.metrics.faithfulness import PROTOCOLS, deletion_insertion, drop_and_increase
+from camexp.metrics.localization import (
+    BOX_CONVENTIONS,
+    IOU_THRESHOLDS,
+    BoxAccumulator,
+    scoremaps,
+)
+from camexp.run.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +31,13 @@ class CamQuality:
     """``CamQuality(...)(model, data, device) -> dict`` of test-split CAM metrics.
 
     localization: MaxBoxAccV2 / MaxBoxAcc@IoU / top-1 loc on every test image when the data
-        carries ``test_boxes`` (skipped, with a log line, otherwise).
+        carries ``test_boxes`` (skipped, with a log line, otherwise), on ``data.box_test`` when
+        the boxes belong to other images than ``data.test`` (folder data: resized, not cropped);
+        the CAM of the label, predicted boxes in ``box_convention`` (wsol | tight).
     faithfulness: Average Drop, Increase in Confidence, Deletion and Insertion AUC on the first
-        ``images`` test images (each needs 2 * (steps + 1) + 2 forward passes).
+        ``images`` test images, by ``faithfulness_protocol``: ``rise`` (the CAM and probability of
+        the top predicted class, RISE's substrates) or ``camexp`` (the label's; see
+        camexp.metrics.faithfulness). ``deletion_step`` pixels per step (None: the image width).
     """
 
     def __init__(
@@ -37,14 +47,17 @@ class CamQuality:
         images: int = 256,
         cam_curve_interval: float = 0.001,
         iou_thresholds=IOU_THRESHOLDS,
-        deletion_steps: int = 16,
+        box_convention: str = "wsol",
+        faithfulness_protocol: str = "rise",
+        deletion_step: int | None = None,
         insertion_blur_sigma: float = 5.0,
+        insertion_blur_taps: int = 11,
         batch_size: int = 64,
     ):
         if int(images) < 0:
             raise UserError(f"metrics.images must be >= 0, got {images}")
-        if int(deletion_steps) < 1:
-            raise UserError(f"metrics.deletion_steps must be >= 1, got {deletion_steps}")
+        if deletion_step is not None and int(deletion_step) < 1:
+            raise UserError(f"metrics.deletion_step must be >= 1 or null, got {deletion_step}")
         if not 0 < float(cam_curve_interval) < 1:
             raise UserError(
                 f"metrics.cam_curve_interval must be in (0, 1), got {cam_curve_interval}"
@@ -52,13 +65,26 @@ class CamQuality:
         bad = [t for t in iou_thresholds if not 0 < float(t) <= 100]
         if bad or not iou_thresholds:
             raise UserError(f"metrics.iou_thresholds must be percentages in (0, 100], got {bad}")
+        if box_convention not in BOX_CONVENTIONS:
+            raise UserError(f"metrics.box_convention={box_convention!r}; use wsol or tight")
+        if faithfulness_protocol not in PROTOCOLS:
+            raise UserError(
+                f"metrics.faithfulness_protocol={faithfulness_protocol!r}; use rise or camexp"
+            )
+        if int(insertion_blur_taps) < 1 or int(insertion_blur_taps) % 2 == 0:
+            raise UserError(
+                f"metrics.insertion_blur_taps must be odd and >= 1, got {insertion_blur_taps}"
+            )
         self.localization = bool(localization)
         self.faithfulness = bool(faithfulness)
         self.images = int(images)
         self.cam_curve_interval = float(cam_curve_interval)
         self.iou_thresholds = tuple(int(t) for t in iou_thresholds)
-        self.deletion_steps = int(deletion_steps)
+        self.box_convention = box_convention
+        self.protocol = faithfulness_protocol
+        self.deletion_step = None if deletion_step is None else int(deletion_step)
         self.insertion_blur_sigma = float(insertion_blur_sigma)
+        self.insertion_blur_taps = int(insertion_blur_taps)
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
@@ -74,47 +100,67 @@ class CamQuality:
         model.eval()
         started = time.perf_counter()
         try:
-            out = self.measure(model, data, boxes if do_boxes else None, do_faith, device)
+            out = {}
+            if do_boxes:
+                loader = getattr(data, "box_test", None)
+                out = self.localize(model, data.test if loader is None else loader, boxes, device)
+            if do_faith and out is not None:
+                faith = self.faithful(model, data, device)
+                out = None if faith is None else {**out, **faith}
         finally:
             model.train(was_training)
+        if out is None:
+            log.warning("the model's head is not GAP -> linear: no exact CAM, no CAM metrics")
+            return {}
         log.info("CAM quality in %.1fs: %s", time.perf_counter() - started, out)
         return {f"{prefix}/{k}": v for k, v in out.items()}
 
-    def measure(self, model, data, boxes, do_faith: bool, device) -> dict:
-        mean, std = data.mean, data.std
-        box_acc = BoxAccumulator(self.cam_curve_interval, self.iou_thresholds)
-        faith: dict[str, list] = {}
+    def localize(self, model, loader, boxes, device) -> dict | None:
+        """MaxBoxAccV2 on the CAM of the label, every image of ``loader``; None without a CAM."""
+        acc = BoxAccumulator(self.cam_curve_interval, self.iou_thresholds, self.box_convention)
         seen = 0
-        for images, labels in data.test:
-            images = images.to(device).float()
-            labels = labels.to(device)
-            n = labels.shape[0]
-            want_faith = do_faith and seen < self.images
-            if boxes is None and not want_faith:
-                break
+        for images, labels in track(loader, "CAM quality: boxes"):
+            images, labels = images.to(device).float(), labels.to(device)
             out = model(images)
             if out.fc_weight is None:
-                log.warning("the model's head is not GAP -> linear: no exact CAM, no CAM metrics")
-                return {}
+                return None
             cams = target_cam(out.features.float(), out.fc_weight.float(), labels)  # (B, h, w)
             maps = scoremaps(cams, images.shape[-2:])  # (B, H, W) in [0, 1]
-            if boxes is not None:
-                correct = (out.logits.argmax(1) == labels).cpu().numpy()
-                box_acc.add(maps.cpu().numpy(), boxes[seen : seen + n], correct)
-            if want_faith:
-                k = min(n, self.images - seen)
-                for start in range(0, k, self.batch_size):
-                    part = slice(start, min(k, start + self.batch_size))
-                    args = (model, images[part], labels[part], maps[part], mean, std)
-                    for name, v in drop_and_increase(*args).items():
-                        faith.setdefault(name, []).append(v)
-                    di = deletion_insertion(
-                        *args, steps=self.deletion_steps, blur_sigma=self.insertion_blur_sigma
-                    )
-                    for name in ("deletion_auc", "insertion_auc"):
-                        faith.setdefault(name, []).append(di[name])
-            seen += n
-        result = box_acc.compute() if boxes is not None else {}
+            correct = (out.logits.argmax(1) == labels).cpu().numpy()
+            acc.add(maps.cpu().numpy(), boxes[seen : seen + len(labels)], correct)
+            seen += len(labels)
+        return acc.compute()
+
+    def faithful(self, model, data, device) -> dict | None:
+        """Drop / increase and deletion / insertion on the first ``images`` test images; None
+        without a CAM."""
+        faith: dict[str, list] = {}
+        seen = 0
+        for images, labels in track(data.test, "CAM quality: faithfulness"):
+            if seen >= self.images:
+                break
+            k = min(len(labels), self.images - seen)
+            images, labels = images[:k].to(device).float(), labels[:k].to(device)
+            out = model(images)
+            if out.fc_weight is None:
+                return None
+            # RISE explains and scores the top predicted class; camexp's variant the label
+            classes = out.logits.argmax(1) if self.protocol == "rise" else labels
+            cams = target_cam(out.features.float(), out.fc_weight.float(), classes)
+            maps = scoremaps(cams, images.shape[-2:])  # (B, H, W) in [0, 1]
+            for start in range(0, k, self.batch_size):
+                part = slice(start, min(k, start + self.batch_size))
+                args = (model, images[part], classes[part], maps[part], data.mean, data.std)
+                for name, v in drop_and_increase(*args).items():
+                    faith.setdefault(name, []).append(v)
+                di = deletion_insertion(
+                    *args, protocol=self.protocol, step=self.deletion_step,
+                    blur_sigma=self.insertion_blur_sigma, blur_taps=self.insertion_blur_taps,
+                )  # fmt: skip
+                for name in ("deletion_auc", "insertion_auc"):
+                    faith.setdefault(name, []).append(di[name])
+            seen += k
+        result = {}
         for name, parts in faith.items():
             value = torch.cat(parts).float().mean().item()
             result[name] = value * (100.0 if name in ("avg_drop", "increase_conf") else 1.0)

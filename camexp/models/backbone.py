@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import camexp.models.airnet  # noqa: F401  (registers the AirNets into timm)
 import camexp.models.small_nets  # noqa: F401  (registers the small-image nets into timm)
 from camexp.errors import UserError
 
@@ -26,6 +27,7 @@ class Output(NamedTuple):
     logits: torch.Tensor  # (B, K)
     features: torch.Tensor  # (B, C, H, W), last conv stage, before pooling
     fc_weight: torch.Tensor | None  # (K, C); None when the head is not GAP + linear
+    stages: tuple = ()  # per-stage outputs (B, C_i, H_i, W_i) for attention transfer; () if unknown
 
 
 class Backbone(nn.Module):
@@ -34,6 +36,22 @@ class Backbone(nn.Module):
         self.model = model
         self.exact_cam = exact_cam
         self.drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
+        # Stage outputs, caught by forward hooks: the small nets' ``stage_names`` (for WRN the
+        # block outputs before the final BN-ReLU, as mdistiller's feats), else timm's
+        # feature_info without its stem (mdistiller's ImageNet ResNets: layer1..layer4).
+        names = getattr(model, "stage_names", None)
+        if names is None:
+            names = [info["module"] for info in list(getattr(model, "feature_info", []))[1:]]
+        try:
+            modules = [model.get_submodule(name) for name in names]
+        except AttributeError:  # a timm model whose feature_info names no submodule: no stages
+            modules = []
+        self._stages: list = []
+        for module in modules:
+            module.register_forward_hook(self._keep_stage)
+
+    def _keep_stage(self, module, inputs, output) -> None:
+        self._stages.append(output)
 
     @property
     def classifier(self) -> nn.Linear:
@@ -44,13 +62,15 @@ class Backbone(nn.Module):
         return self.classifier.out_features
 
     def forward(self, x: torch.Tensor) -> Output:
+        self._stages = []
         features = self.model.forward_features(x)  # (B, C, H, W)
+        stages, self._stages = tuple(self._stages), []
         if not self.exact_cam:
-            return Output(self.model.forward_head(features), features, None)
+            return Output(self.model.forward_head(features), features, None, stages)
         pooled = features.mean(dim=(2, 3))  # (B, C)
         pooled = F.dropout(pooled, self.drop_rate, self.training)
         fc = self.classifier
-        return Output(F.linear(pooled, fc.weight, fc.bias), features, fc.weight)
+        return Output(F.linear(pooled, fc.weight, fc.bias), features, fc.weight, stages)
 
 
 def suggest_model(name: str) -> str:

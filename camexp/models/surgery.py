@@ -1,16 +1,16 @@
 """Transfer-learning helpers: load a source checkpoint under a new head, freeze, BN modes.
 
 All functions take plain objects (a :class:`camexp.models.backbone.Backbone`, state dicts,
-numbers); the
-task ``camexp.tasks.transfer`` reads the config and calls them in order:
+numbers); the task ``camexp.tasks.transfer`` reads the config, builds the source's architecture
+from its checkpoint (camexp/models/from_checkpoint.py, which also checks the input channels) and
+calls them in order:
 
-1. :func:`check_source_meta` - the checkpoint's architecture against this run's (before any data).
-2. :func:`load_source_weights` - every tensor but the classifier, strictly: missing, unexpected or
+1. :func:`load_source_weights` - every tensor but the classifier, strictly: missing, unexpected or
    mis-shaped keys are reported in one line. Different input channels need ``adapt_channels``.
-3. :func:`backbone_stages` / :func:`freeze` - ``linear_probe`` freezes the whole backbone,
+2. :func:`backbone_stages` / :func:`freeze` - ``linear_probe`` freezes the whole backbone,
    ``freeze_stages=N`` the stem and the first N-1 stages (N=1: the stem only).
-4. :func:`freeze_batchnorm_stats` - BatchNorm layers use and keep their running statistics.
-5. :func:`transfer_param_groups` - backbone and head parameter groups with their own lr.
+3. :func:`freeze_batchnorm_stats` - BatchNorm layers use and keep their running statistics.
+4. :func:`transfer_param_groups` - backbone and head parameter groups with their own lr.
 """
 
 from __future__ import annotations
@@ -46,30 +46,6 @@ def short_list(keys: list[str], limit: int = 4) -> str:
 
 
 # ----------------------------------------------------------------------------- loading
-def check_source_meta(meta: dict, backbone: str, small_input_stem: bool, path: str) -> None:
-    """Refuse a checkpoint of another architecture before building anything."""
-    if meta.get("backbone", backbone) != backbone:
-        raise UserError(
-            f"checkpoint {path} holds a {meta['backbone']}, this run builds a {backbone}; "
-            f"pass backbone.name={meta['backbone']} (or a checkpoint of a {backbone})"
-        )
-    if bool(meta.get("small_input_stem", small_input_stem)) != small_input_stem:
-        raise UserError(
-            f"checkpoint {path} was trained with backbone.small_input_stem="
-            f"{meta['small_input_stem']}, this run has {small_input_stem}; set them equal"
-        )
-
-
-def check_channels(source_chans: int | None, target_chans: int, adapt: bool, path: str) -> None:
-    if source_chans is None or source_chans == target_chans or adapt:
-        return
-    raise UserError(
-        f"checkpoint {path} was trained on {source_chans}-channel images, the target dataset has "
-        f"{target_chans}; set init.adapt_channels=true to adapt the first conv (timm's "
-        "rule: sum of the channels for 3 -> 1, repeat and rescale for 1 -> 3)"
-    )
-
-
 def load_source_weights(
     model: nn.Module,
     source: dict[str, torch.Tensor],
@@ -282,38 +258,3 @@ def transfer_param_groups(
             }
         )
     return out
-
-
-# ----------------------------------------------------------------------------- provenance
-def loss_label(weights: dict[str, float]) -> str:
-    """``ce`` or ``ce+cam@1``: the objective a checkpoint was trained with, for grouping."""
-    on = [(n, w) for n, w in weights.items() if w]
-    return "+".join(n if n == "ce" or w == 1 else f"{n}@{w:g}" for n, w in on) or "none"
-
-
-def source_summary(state: dict, path: str, results: dict | None = None) -> dict:
-    """What results.json records about a source checkpoint: enough to group runs by pretraining."""
-    config = state.get("config") or {}
-    loss = config.get("loss") or {}
-    weights = {n: float(t.get("weight", 1.0)) for n, t in loss.items() if isinstance(t, dict)}
-    summary = {
-        "kind": "checkpoint",
-        "checkpoint": path,
-        "epoch": state.get("epoch"),
-        "task": (config.get("task") or {}).get("name"),
-        "backbone": (config.get("backbone") or {}).get(
-            "name", state.get("meta", {}).get("backbone")
-        ),
-        "dataset": (config.get("dataset") or {}).get("name"),
-        "num_classes": state.get("meta", {}).get("num_classes"),
-        "in_chans": state.get("meta", {}).get("in_chans"),
-        "loss_weights": weights,
-        "loss": loss_label(weights),
-        "regularizer": config.get("regularizer"),
-        "seed": config.get("seed"),
-        "epochs": config.get("epochs"),
-        "init_checkpoint": (config.get("init") or {}).get("checkpoint"),
-    }
-    if results:
-        summary["test_acc1"] = (results.get("metrics") or {}).get("test/acc1")
-    return summary

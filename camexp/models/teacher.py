@@ -1,10 +1,9 @@
-"""The frozen teacher of task=kd: compatibility checks against its checkpoint, and a wrapper that
-stays in eval mode without gradients whatever the training loop asks of it.
+"""The frozen teacher of task=kd: a wrapper that stays in eval mode without gradients whatever the
+training loop asks of it, and the checks of the loss terms that read it.
 
-Plain arguments only; the task wiring (camexp/tasks/kd.py) reads the config.
+The teacher's network comes from its checkpoint (camexp/models/from_checkpoint.py), which also
+checks it against the student's data; the task wiring (camexp/tasks/kd.py) reads the config.
 """
-
-import math
 
 import torch
 from torch import nn
@@ -45,67 +44,6 @@ def check_teacher_terms(objective: nn.Module, has_teacher: bool) -> None:
     names = teacher_terms(objective)
     if names and not has_teacher:
         raise UserError(
-            f"loss term(s) {', '.join(names)} need a teacher; use task=kd teacher=<name> "
-            "teacher.ckpt=PATH, or drop them from the loss list"
-        )
-
-
-def _same_values(a, b) -> bool:
-    a, b = list(a), list(b)
-    if len(a) != len(b):
-        return False
-    return all(math.isclose(x, y, abs_tol=1e-6) for x, y in zip(a, b, strict=True))
-
-
-def check_teacher(
-    state: dict,
-    path: str,
-    *,
-    backbone: str,
-    num_classes: int,
-    in_chans: int,
-    small_input_stem: bool,
-    mean: tuple,
-    std: tuple,
-    image_size: int | None,
-) -> None:
-    """Compare a teacher checkpoint's ``meta`` and ``config`` with the teacher config and the
-    student's data; raise one UserError line naming the first mismatch."""
-    meta = state.get("meta")
-    config = state.get("config") or {}
-    if not isinstance(meta, dict) or "backbone" not in meta:
-        raise UserError(
-            f"teacher checkpoint {path} has no architecture record (meta); use a checkpoint "
-            "written by a camexp training run (checkpoints/best.pt)"
-        )
-    expected = {
-        "backbone": backbone,
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "small_input_stem": small_input_stem,
-    }
-    for key, value in expected.items():
-        if key in meta and meta[key] != value:
-            hint = (
-                f"use teacher.name={meta[key]}"
-                if key == "backbone"
-                else f"train the teacher on this dataset ({key}={value})"
-            )
-            raise UserError(
-                f"teacher checkpoint {path} has {key}={meta[key]}, but this run expects "
-                f"{key}={value}; {hint}"
-            )
-    dataset = config.get("dataset") or {}
-    for key, value in (("mean", mean), ("std", std)):
-        if key in dataset and not _same_values(dataset[key], value):
-            raise UserError(
-                f"teacher checkpoint {path} was trained with dataset.{key}={list(dataset[key])}, "
-                f"the student uses {list(value)}; teacher and student must share the input "
-                "normalisation"
-            )
-    recorded_size = meta.get("image_size", dataset.get("image_size"))
-    if recorded_size is not None and image_size is not None and int(recorded_size) != image_size:
-        raise UserError(
-            f"teacher checkpoint {path} was trained on {recorded_size}px input, the student "
-            f"sees {image_size}px; teacher and student must share the input size"
+            f"loss term(s) {', '.join(names)} need a teacher; use task=kd teacher.ckpt=PATH, "
+            "or drop them from the loss list"
         )

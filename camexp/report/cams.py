@@ -2,13 +2,17 @@
 ``camexp-report``.
 
 ``compare_cams([RUN_A, RUN_B], "cams.png")`` loads each run's ``checkpoints/last.pt`` (plain data,
-``weights_only``), rebuilds its model from the checkpoint's recorded architecture, reads the first
-``images`` test images of the first run's dataset, and writes one PNG row per image:
+``weights_only``), rebuilds its model through the checkpoint contract
+(camexp/models/from_checkpoint.py), reads the first ``images`` test images of the dataset the
+checkpoints name (``dataset=<meta.dataset.name>`` composed from the project's own configs/:
+nothing read from a run folder is instantiated), and writes one PNG row per image:
 
     image (ground-truth boxes in green, when the dataset has them) | A: CAM | A: CAAM | B: CAM | ...
 
 Maps are those of camexp.report.pictures (target-class CAM and CAAM, min-max normalised, bilinear
-upsampling, blue -> red). All runs must have been trained on the same dataset.
+upsampling, overlaid in torchcam's jet style), columns titled by run letter, the letters named
+in the title by the overrides that differ between the runs. All runs must have been trained on
+the same dataset; each run sees the images normalised as it was trained.
 """
 
 from __future__ import annotations
@@ -17,52 +21,73 @@ import logging
 import os
 
 import torch
-import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from camexp.cam import class_agnostic_map, normalize, target_cam
 from camexp.errors import UserError
-from camexp.models.backbone import build_backbone
-from camexp.report.pictures import heat, save_png
-from camexp.run.checkpoint import load_checkpoint
+from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
+from camexp.report.pictures import cam_figure, class_name, model_columns, save_figure
+from camexp.report.runs import run_labels
 
 log = logging.getLogger(__name__)
 
 GREEN = (0.0, 1.0, 0.0)
 
 
-def run_checkpoint(run_dir: str) -> dict:
+def run_checkpoint(run_dir: str) -> tuple[dict, str]:
+    """A run folder's last (else best) checkpoint, with the contract's meta required."""
     for name in ("last.pt", "best.pt"):
         path = os.path.join(run_dir, "checkpoints", name)
         if os.path.isfile(path):
-            return load_checkpoint(path)
+            return read_checkpoint(path, f"{run_dir}'s checkpoint"), path
     raise UserError(f"{run_dir} has no checkpoints/last.pt or best.pt; pass a training run folder")
 
 
-def load_model(state: dict, image_size: int) -> torch.nn.Module:
-    meta, backbone = state.get("meta", {}), state["config"].get("backbone", {})
-    model = build_backbone(
-        meta["backbone"],
-        meta["num_classes"],
-        meta["in_chans"],
-        image_size,
-        needs_cam=True,
-        small_input_stem=bool(meta.get("small_input_stem", False)),
-        drop_rate=float(backbone.get("drop_rate", 0.0)),
-        **(backbone.get("kwargs") or {}),
-    )
-    model.load_state_dict(state["model"])
-    return model.eval()
+def plain(value) -> bool:
+    """A value that is data: numbers, booleans, None, strings without interpolations, lists."""
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, bool | int | float)
 
 
-def test_images(dataset: dict, count: int):
-    """The first ``count`` test images (uint8), labels and boxes (or None) of a dataset config."""
+def carried_values(composed, saved: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) of the saved dataset options that the project's own config also has
+    (root, canvas, ...): data, never a ``_target_`` or any other ``_``-key."""
+    out = []
+    for key, value in saved.items():
+        if str(key).startswith("_") or key not in composed:
+            continue
+        if isinstance(value, dict):
+            if OmegaConf.is_dict(composed[key]):
+                out += carried_values(composed[key], value, f"{prefix}{key}.")
+        elif plain(value):
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def test_images(name: str, saved: dict, count: int):
+    """The first ``count`` test images (uint8), labels, boxes (or None) and class names of
+    ``dataset=<name>``, composed from the project's configs/ (never from the run's files); the
+    run's own plain dataset options (its root, canvas, ...) are carried over as values."""
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    split = instantiate(dataset["source"], split="test")
+    from camexp.main import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=[f"dataset={name}"])
+        except Exception as err:  # hydra's MissingConfigException and kin: one line
+            raise UserError(f"--cams: this camexp has no dataset={name} ({err})") from err
+    for key, value in carried_values(cfg.dataset, saved):
+        OmegaConf.update(cfg.dataset, key, value, merge=False)
+    split = instantiate(cfg.dataset.source, split="test")
     if not hasattr(split, "images"):
-        raise UserError(f"compare_cams reads in-memory datasets; {dataset.get('name')} is not one")
+        raise UserError(f"--cams reads in-memory datasets; {name} is not one")
     boxes = getattr(split, "boxes", None) or None
-    return split.images[:count], split.labels[:count], boxes[:count] if boxes else None
+    images, labels = split.images[:count], split.labels[:count]
+    return images, labels, boxes[:count] if boxes else None, list(split.classes)
 
 
 def draw_box(tile: torch.Tensor, box, color=GREEN) -> None:
@@ -78,52 +103,43 @@ def draw_box(tile: torch.Tensor, box, color=GREEN) -> None:
     tile[:, y0 : y1 + 1, x1] = c
 
 
-@torch.no_grad()
-def run_maps(model, inputs: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Target CAM and CAAM tiles (B, 3, H, W) of one model."""
-    out = model(inputs)
-    features = out.features.float()
-    size = inputs.shape[-2:]
-    tiles = []
-    for m in (target_cam(features, out.fc_weight.float(), labels), class_agnostic_map(features)):
-        up = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        tiles.append(heat(normalize(up)))
-    return tiles
-
-
-def compare_cams(run_dirs: list[str], out_png: str, images: int = 8) -> torch.Tensor:
-    """Write the side-by-side grid to ``out_png`` and return it (3, H', W')."""
-    from torchvision.utils import make_grid
-
+def compare_cams(run_dirs: list[str], out_png: str, images: int = 8):
+    """Write the side-by-side figure to ``out_png`` (runs A, B, ... named in its title) and
+    return it (a closed matplotlib Figure: its texts and images stay readable)."""
     if len(run_dirs) < 1:
         raise UserError("--cams needs at least one run folder (two to compare)")
-    states = [run_checkpoint(d) for d in run_dirs]
-    datasets = [s["config"]["dataset"] for s in states]
-    names = {d.get("name") for d in datasets}
+    loaded = [run_checkpoint(d) for d in run_dirs]
+    names = {state["meta"]["dataset"]["name"] for state, _ in loaded}
     if len(names) > 1:
         raise UserError(f"--cams compares runs on one dataset; these were trained on {names}")
-    pixels, labels, boxes = test_images(datasets[0], images)
+    dataset = names.pop()
+    saved = (loaded[0][0].get("config") or {}).get("dataset") or {}
+    pixels, labels, boxes, classes = test_images(dataset, saved, images)
     if len(labels) == 0:
-        raise UserError(f"the test split of {datasets[0].get('name')} is empty")
+        raise UserError(f"the test split of {dataset} is empty")
     x = pixels.float() / 255.0  # (B, C, H, W)
     shown = x.expand(-1, 3, -1, -1).clone() if x.shape[1] == 1 else x.clone()
     if boxes is not None:
         for tile, image_boxes in zip(shown, boxes, strict=True):
             for box in image_boxes:
                 draw_box(tile, box)
-    columns = [shown]
-    for run_dir, state, dataset in zip(run_dirs, states, datasets, strict=True):
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(dataset["mean"]).view(shape)
-        std = torch.tensor(dataset["std"]).view(shape)
-        model = load_model(state, x.shape[-1])
-        if model.num_classes <= int(labels.max()):
-            raise UserError(f"{run_dir}: its model has fewer classes than the dataset's labels")
-        columns += run_maps(model, (x - mean) / std, labels)
-        log.info("column pair %d: %s", len(columns) // 2, run_dir)
-    rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * columns, 3, H, W)
-    grid = make_grid(rows, nrow=len(columns), padding=1, pad_value=1.0)
-    folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
-    save_png(grid, out_png)
-    return grid
+    columns, preds, letters = [], [], "ABCDEFGH"
+    for run_dir, (state, path) in zip(run_dirs, loaded, strict=True):
+        role = f"{run_dir}'s checkpoint"
+        check_checkpoint(state, path, role=role, expect={
+            "in_chans": x.shape[1], "classes": classes, "image_size": x.shape[-1]})  # fmt: skip
+        model = model_from_checkpoint(state, path, needs_cam=True, role=role)
+        spec, shape = state["meta"]["model"], (1, -1, 1, 1)
+        mean = torch.tensor(spec["mean"]).view(shape)  # normalised as in training
+        std = torch.tensor(spec["std"]).view(shape)
+        maps, predicted = model_columns(model, (x - mean) / std, labels, f"{letters[len(preds)]}: ")
+        columns, preds = columns + maps, preds + [predicted.tolist()]
+    texts = [f"true: {class_name(int(y), classes)}\n" + "\n".join(
+        f"{letters[i]}: {class_name(p[r], classes)}" for i, p in enumerate(preds))
+        for r, y in enumerate(labels)]  # fmt: skip
+    wrong = [any(p[r] != int(y) for p in preds) for r, y in enumerate(labels)]
+    names = run_labels(run_dirs)
+    title = "   ".join(f"{letters[i]} = {n}" for i, n in enumerate(names))
+    fig = cam_figure(shown, columns, texts, wrong, title=title)
+    save_figure(fig, out_png)
+    return fig

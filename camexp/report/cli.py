@@ -5,9 +5,12 @@
     camexp-report outputs/multirun --plot curves.png --metrics test/acc1 val/acc1_best
 
 Runs are grouped by the overrides whose values differ between them, except ``seed`` (and keys
-that do not change results, e.g. ``progress``); each metric is shown as mean ± sample std over
-the completed runs of a group, with their count. Failed, diverged, preempted and incomplete runs
-are listed under the table and never averaged in.
+that do not change results, e.g. ``progress``, ``metrics``); each metric is shown as mean ± sample
+std over the completed runs of a group, with their count. With ``--cols`` each non-baseline column
+gets a delta column: the difference with its 95 % confidence interval, from a paired t-test over
+the seeds both columns share (Welch's t-test when they do not pair). Failed, diverged, preempted
+and incomplete runs are listed under the table and never averaged in. ``--format csv`` is one
+long-format CSV: one row per group and metric.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ import sys
 
 from camexp.errors import UserError
 from camexp.report.runs import MISSING, NOT_GROUPED, find_runs, group_runs, grouping_keys
-from camexp.report.table import long_table, pivot_table, render
+from camexp.report.table import long_csv, long_table, pivot_table, render
 
-DEFAULT_METRICS = ("test/acc1", "test_best/acc1")  # last weights, best-on-val weights
+# Per task, the metrics shown without --metrics (those that some completed run has).
+DEFAULT_METRICS = {
+    "classify": ("test/acc1", "test_best/acc1"),  # last weights, best-on-val weights
+    "kd": ("test/acc1", "test_best/acc1"),
+    "transfer": ("test/acc1", "test_best/acc1"),
+    "eval": ("test/acc1", "test/acc5"),
+    "fewshot": (),  # every fewshot/<split>/<N>way_<K>shot/<classifier>/acc
+}
 EXIT_USER_ERROR = 2
 
 
@@ -34,8 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics",
         nargs="+",
-        default=list(DEFAULT_METRICS),
-        help="results.json metrics to show (default: %(default)s)",
+        default=None,
+        help="results.json metrics to show (default per task: test/acc1 and test_best/acc1 for "
+        "training tasks, test/acc1 and test/acc5 for eval, the episode accuracies for fewshot)",
     )
     p.add_argument("--rows", action="append", default=[], help="row key(s), e.g. backbone")
     p.add_argument("--cols", default=None, help="column key, e.g. loss.cam.weight (adds deltas)")
@@ -67,6 +78,25 @@ def check_metrics(completed: list, metrics: list) -> None:
             f"no completed run has the metric(s) {', '.join(unknown)}; "
             f"metrics found: {', '.join(found) or 'none'}"
         )
+
+
+def default_metrics(completed: list) -> list:
+    """The task's default metrics that some completed run has; fewshot: every episode
+    accuracy; unknown tasks: every ``*acc1`` metric."""
+    found = list(dict.fromkeys(m for run in completed for m in run.metrics))
+    task = completed[0].task
+    if task == "fewshot":
+        wanted = [m for m in found if m.startswith("fewshot/") and m.endswith("/acc")]
+    elif task in DEFAULT_METRICS:
+        wanted = [m for m in DEFAULT_METRICS[task] if m in found]
+    else:
+        wanted = [m for m in found if m.endswith("acc1")]
+    if not wanted:
+        raise UserError(
+            f"none of the default metrics of task {task} is in the results; choose with "
+            f"--metrics from: {', '.join(sorted(found)) or 'none'}"
+        )
+    return wanted
 
 
 def check_keys(runs: list, keys: list) -> None:
@@ -103,20 +133,22 @@ def report(args: argparse.Namespace) -> str:
         raise UserError(
             f"no completed run among the {len(runs)} found ({', '.join(statuses)}; listed above)"
         )
-    check_metrics(completed, args.metrics)
+    metrics = args.metrics or default_metrics(completed)
+    check_metrics(completed, metrics)
     rows, cols = split_keys(args.rows), args.cols
     check_keys(runs, rows + ([cols] if cols else []))
     ignore = tuple(NOT_GROUPED) + tuple(split_keys(args.ignore))
     keys = grouping_keys(runs, ignore=ignore, keep=rows + ([cols] if cols else []))
     groups = group_runs(runs, keys)
 
-    if cols:
-        row_keys = [k for k in keys if k != cols]
-        tables = [pivot_table(groups, row_keys, cols, m, args.baseline) for m in args.metrics]
-        texts = [render(t, args.format, args.digits, show_n=True) for t in tables]
+    if args.format == "csv":
+        ordered = [k for k in keys if k != cols] + ([cols] if cols else [])
+        out = long_csv(groups, ordered, metrics, cols, args.baseline)
+    elif cols:
+        table = pivot_table(groups, [k for k in keys if k != cols], cols, metrics, args.baseline)
+        out = render(table, args.format, args.digits, show_n=True)
     else:
-        texts = [render(long_table(groups, keys, args.metrics), args.format, args.digits)]
-    out = "\n\n".join(texts)
+        out = render(long_table(groups, keys, metrics), args.format, args.digits)
     if failures:
         note = f"Not averaged ({len(failures)} of {len(runs)} runs):"
         if args.format == "markdown":

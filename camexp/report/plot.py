@@ -49,6 +49,8 @@ def plot_curves(groups: list, out_png: str, column: str = "val/acc1", title: str
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from camexp.report.pictures import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     drawn = 0
     for group in groups:
@@ -64,15 +66,16 @@ def plot_curves(groups: list, out_png: str, column: str = "val/acc1", title: str
         raise UserError(f"--plot: no completed run has a {column!r} column in its metrics.csv")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{column} (%)")
+    ax.set_ylabel(axis_label(column))
     ax.set_title(title or f"{column}: mean over seeds, band = ± 1 std")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(out_png)}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, out_png)  # never a half-written PNG under the final name
+    save_figure(fig, out_png)  # atomic: never a half-written PNG under the final name
     return drawn
+
+
+def axis_label(column: str) -> str:
+    """Accuracies (``val/acc1``, ``test/MaxBoxAccV2``) are percentages; losses and the rest
+    (``train/cam``, ``lr``, ``epoch_time_s``) are not."""
+    return f"{column} (%)" if "acc" in column.split("/")[-1].lower() else column

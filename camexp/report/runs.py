@@ -11,26 +11,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
 from camexp.errors import UserError
+from camexp.run.keys import RESULT_NEUTRAL_KEYS, neutral
 
-# Keys that vary between runs without changing results: never a grouping key.
-NOT_GROUPED = (
-    "seed",
-    "progress",
-    "log_every",
-    "tensorboard",
-    "eval_batch_size",
-    "cam_pictures",
-    "device",
-    "resume",
-    "checkpoint_every",
-    "paths.output_dir",
-    "paths.data_dir",
-)
+# Keys that vary between runs without changing their results: never a grouping key (a key
+# and everything under it: ``metrics`` covers ``metrics=none`` and ``metrics.images=8``).
+NOT_GROUPED = ("seed", *RESULT_NEUTRAL_KEYS)
 MISSING = "-"
 
 
@@ -98,16 +89,22 @@ def parse_overrides(lines: list) -> dict:
     return parsed
 
 
+class SkippedRun(Exception):
+    """A run folder whose files cannot be read: the report warns and goes on without it."""
+
+
 def _load_yaml(path: str):
     if not os.path.isfile(path):
         return None
     try:
         return OmegaConf.load(path)
-    except Exception as err:  # a half-written or hand-edited file: keep going, say which
-        raise UserError(f"cannot read {path}: {err}") from err
+    except Exception as err:  # a half-written or hand-edited file: skip the run, say which
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SkippedRun(f"{path} is not readable YAML ({first[:120]})") from err
 
 
 def load_run(folder: str) -> Run:
+    """Raises SkippedRun when the folder's files are not what camexp writes."""
     results = {}
     results_path = os.path.join(folder, "results.json")
     if os.path.isfile(results_path):
@@ -116,6 +113,10 @@ def load_run(folder: str) -> Run:
                 results = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
             results = {"status": "unreadable", "error": f"results.json: {err}"}
+        if not isinstance(results, dict):
+            raise SkippedRun(
+                f"{results_path} holds a JSON {type(results).__name__}, not camexp's object"
+            )
     hydra_dir = os.path.join(folder, ".hydra")
     overrides_yaml = _load_yaml(os.path.join(hydra_dir, "overrides.yaml"))
     override_lines = (
@@ -159,7 +160,15 @@ def find_runs(paths: list) -> list:
             if "results.json" in files or os.path.isdir(os.path.join(root, ".hydra")):
                 folders.append(root)
                 dirs[:] = [d for d in dirs if d != "tensorboard"]
-    runs = [load_run(f) for f in dict.fromkeys(os.path.abspath(f) for f in folders)]
+    runs, skipped = [], []
+    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+        try:
+            runs.append(load_run(folder))
+        except SkippedRun as err:
+            skipped.append(str(err))
+            print(f"camexp-report: warning: skipped a run: {err}", file=sys.stderr)
+    if not runs and skipped:
+        raise UserError(f"no readable run under {', '.join(paths)}: {skipped[0]}")
     if not runs:
         raise UserError(
             f"no runs under {', '.join(paths)}: found no folder with results.json or .hydra/"
@@ -181,9 +190,14 @@ def grouping_keys(runs: list, ignore=NOT_GROUPED, keep=()) -> list:
     varying = [
         k
         for k in keys
-        if k in keep or (k not in ignore and len({run.value(k) for run in runs}) > 1)
+        if k in keep or (not ignored(k, ignore) and len({run.value(k) for run in runs}) > 1)
     ]
     return sorted(varying, key=lambda k: (k not in keep, list(keep).index(k) if k in keep else k))
+
+
+def ignored(key: str, ignore) -> bool:
+    """``key`` is one of ``ignore`` or lies under one (``metrics.images`` under ``metrics``)."""
+    return neutral(key, tuple(ignore))
 
 
 def group_runs(runs: list, keys: list) -> list:
@@ -203,3 +217,17 @@ def sort_key(value: str):
         return (0, float(value), "")
     except ValueError:
         return (1, 0.0, value)
+
+
+def run_labels(folders: list) -> list:
+    """Short names for runs shown side by side: the overrides whose values differ between them
+    (``loss.cam.weight=0`` vs ``loss.cam.weight=1``), else the folder names."""
+    try:
+        runs = [load_run(f) for f in folders]
+    except SkippedRun:
+        return [os.path.basename(os.path.normpath(f)) for f in folders]
+    keys = grouping_keys(runs)
+    labels = [", ".join(f"{k}={run.value(k)}" for k in keys) for run in runs]
+    if len(set(labels)) < len(labels) or not all(labels):
+        labels = [os.path.basename(os.path.normpath(f)) for f in folders]
+    return labels

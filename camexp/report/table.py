@@ -1,8 +1,9 @@
 """Groups -> tables -> text: the long table (one row per group), the paper layout (``--rows`` x
-``--cols`` with a delta column) and their markdown, CSV and LaTeX renderings.
+``--cols`` with delta columns and their statistics) and their markdown and LaTeX renderings;
+``--format csv`` is one long-format CSV (one row per group and metric, one header).
 
-A cell is a string or a ``Stat`` (mean, sample standard deviation over seeds, count) or a
-``Delta`` (difference of two means). Renderers decide how each looks.
+A cell is a string, a ``Stat`` (mean, sample standard deviation over seeds, count) or a
+``Delta`` (camexp.report.stats: a difference with its 95 % interval and test).
 """
 
 from __future__ import annotations
@@ -13,27 +14,27 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from camexp.errors import UserError
 from camexp.report.runs import MISSING, sort_key
+from camexp.report.stats import Delta, compare
 
 
 @dataclass
 class Stat:
     mean: float
-    std: float | None  # sample std (n - 1); None for a single run
+    std: float | None  # sample std (n - 1); None for a single run (or a NaN among the values)
     n: int
 
     @classmethod
     def of(cls, values: list) -> Stat | None:
-        values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+        """A NaN (or inf) value makes the mean NaN: shown as ``nan``, never silently dropped."""
+        values = [float(v) for v in values if isinstance(v, int | float)]
         if not values:
             return None
+        if not all(math.isfinite(v) for v in values):
+            return cls(float("nan"), None, len(values))
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(statistics.fmean(values), std, len(values))
-
-
-@dataclass
-class Delta:
-    value: float
 
 
 @dataclass
@@ -41,10 +42,23 @@ class Table:
     title: str
     header: list
     rows: list  # lists of str | Stat | Delta | None
+    note: str = ""
+
+
+DELTA_NOTE = (
+    "Δ: difference of the means [95 % confidence interval], by a paired t-test over the seeds "
+    "both columns share (Welch's t-test when the seeds do not pair; no interval with one run); "
+    "p two-sided."
+)
+
+
+def seeded_values(group, metric: str) -> list:
+    """``[(seed, value), ...]`` of the group's runs that have ``metric``."""
+    return [(run.seed, run.metrics[metric]) for run in group.runs if metric in run.metrics]
 
 
 def metric_stat(group, metric: str) -> Stat | None:
-    return Stat.of([run.metrics[metric] for run in group.runs if metric in run.metrics])
+    return Stat.of([v for _, v in seeded_values(group, metric)])
 
 
 def long_table(groups: list, keys: list, metrics: list) -> Table:
@@ -59,48 +73,103 @@ def long_table(groups: list, keys: list, metrics: list) -> Table:
     return Table("", header, rows)
 
 
-def pivot_table(
-    groups: list, row_keys: list, col_key: str, metric: str, baseline: str | None
-) -> Table:
-    """Rows = values of ``row_keys``, columns = values of ``col_key``; each cell mean ± std (n).
-
-    One delta column per non-baseline column value: its mean minus the baseline column's mean
-    (baseline: ``baseline`` if given, else the first column in numeric/alphabetical order).
-    """
+def column_values(groups: list, col_key: str, baseline: str | None) -> tuple[list, str]:
+    """The ``--cols`` values in numeric/alphabetical order and the baseline (the first one
+    unless ``--baseline`` names another)."""
     columns = sorted({dict(g.key)[col_key] for g in groups}, key=sort_key)
     if baseline is not None and baseline not in columns:
-        from camexp.errors import UserError
-
         raise UserError(
             f"--baseline {baseline!r} is not a value of {col_key}; found: {', '.join(columns)}"
         )
-    base = baseline if baseline is not None else columns[0]
+    return columns, baseline if baseline is not None else columns[0]
+
+
+def pivot_table(
+    groups: list, row_keys: list, col_key: str, metrics: list, baseline: str | None
+) -> Table:
+    """Rows = values of ``row_keys`` (and the metric, when there are several), columns = values
+    of ``col_key``; each cell mean ± std (n). One delta column per non-baseline column value:
+    its difference from the baseline column, with the interval and test of ``stats.compare``."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    columns, base = column_values(groups, col_key, baseline)
     others = [c for c in columns if c != base]
-    cells: dict = {}
+    by_cell: dict = {}
     for group in groups:
         values = dict(group.key)
-        row = tuple(values[k] for k in row_keys) or (metric,)
-        cells.setdefault(row, {})[values[col_key]] = metric_stat(group, metric)
-    header = (list(row_keys) or ["metric"]) + [f"{col_key}={c}" for c in columns]
-    header += [f"Δ ({c} - {base})" for c in others] if len(columns) > 1 else []
+        row = tuple(values[k] for k in row_keys)
+        by_cell.setdefault(row, {})[values[col_key]] = group
+    several = len(metrics) > 1
+    header = list(row_keys) + (["metric"] if several or not row_keys else [])
+    header += [f"{col_key}={c}" for c in columns] + [f"Δ ({c} - {base})" for c in others]
     rows = []
-    for row in sorted(cells, key=lambda r: tuple(sort_key(v) for v in r)):
-        stats = cells[row]
-        line = list(row) + [stats.get(c) for c in columns]
-        if len(columns) > 1:
+    for row in sorted(by_cell, key=lambda r: tuple(sort_key(v) for v in r)):
+        cells = by_cell[row]
+        for metric in metrics:
+            line = list(row) + ([metric] if several or not row_keys else [])
+            line += [metric_stat(cells[c], metric) if c in cells else None for c in columns]
             for c in others:
-                a, b = stats.get(c), stats.get(base)
-                line.append(Delta(a.mean - b.mean) if a and b else None)
-        rows.append(line)
-    return Table(metric, header, rows)
+                a, b = cells.get(c), cells.get(base)
+                line.append(
+                    compare(seeded_values(a, metric), seeded_values(b, metric)) if a and b else None
+                )
+            rows.append(line)
+    title = "" if several else metrics[0]
+    return Table(title, header, rows, DELTA_NOTE if others else "")
+
+
+# ---------------------------------------------------------------------------- CSV
+def long_csv(groups: list, keys: list, metrics: list, col_key=None, baseline=None) -> str:
+    """One long-format CSV (loads in one ``csv.DictReader`` / ``pandas.read_csv``): one row per
+    group and metric with ``mean, std, n``; with ``--cols`` also the delta from the baseline
+    column's group of the same row keys, its 95 % interval, the test and p."""
+    header = list(keys) + ["metric", "mean", "std", "n"]
+    base_of = {}
+    if col_key:
+        _, base = column_values(groups, col_key, baseline)
+        header += ["baseline", "delta", "ci95_low", "ci95_high", "test", "p"]
+        for group in groups:
+            values = dict(group.key)
+            if values[col_key] == base:
+                base_of[tuple((k, v) for k, v in group.key if k != col_key)] = group
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for group in groups:
+        for metric in metrics:
+            stat = metric_stat(group, metric)
+            line = [dict(group.key)[k] for k in keys] + [metric]
+            line += [num(stat.mean), num(stat.std), stat.n] if stat else ["", "", 0]
+            if col_key:
+                values = dict(group.key)
+                base_group = base_of.get(tuple((k, v) for k, v in group.key if k != col_key))
+                delta = None
+                if base_group is not None and values[col_key] != base:
+                    delta = compare(seeded_values(group, metric), seeded_values(base_group, metric))
+                line += [f"{col_key}={base}"] if delta else [""]
+                line += [num(delta.value), num(delta.low), num(delta.high), delta.test or "",
+                         num(delta.p)] if delta else [""] * 5  # fmt: skip
+            writer.writerow(line)
+    return out.getvalue().rstrip("\n")
+
+
+def num(value, digits: int = 6):
+    return "" if value is None else round(value, digits) if math.isfinite(value) else "nan"
 
 
 # ---------------------------------------------------------------------------- rendering
+def p_text(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
 def _text(cell, digits: int, pm: str, show_n: bool) -> str:
     if cell is None:
         return MISSING
     if isinstance(cell, Delta):
-        return f"{cell.value:+.{digits}f}"
+        text = f"{cell.value:+.{digits}f}"
+        if cell.low is not None:
+            interval = f"[{cell.low:+.{digits}f}, {cell.high:+.{digits}f}]"
+            text += f" {interval} {cell.test}, {p_text(cell.p)}"
+        return text
     if isinstance(cell, Stat):
         text = f"{cell.mean:.{digits}f}"
         if cell.std is not None:
@@ -118,19 +187,21 @@ def to_markdown(table: Table, digits: int = 2, show_n: bool = False) -> str:
     lines.append("|" + "|".join("---" for _ in table.header) + "|")
     for row in table.rows:
         lines.append("| " + " | ".join(esc(_text(c, digits, " ± ", show_n)) for c in row) + " |")
+    if table.note:
+        lines += ["", table.note]
     return "\n".join(lines)
 
 
 def to_latex(table: Table, digits: int = 2, show_n: bool = False) -> str:
     def esc(text: str) -> str:
         for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                     ("#", r"\#"), ("Δ", r"$\Delta$")):  # fmt: skip
+                     ("#", r"\#"), ("Δ", r"$\Delta$"), ("<", r"$<$")):  # fmt: skip
             text = text.replace(a, b)
         return text
 
     def cell(c) -> str:
         text = _text(c, digits, r" $\pm$ ", show_n)
-        return text if isinstance(c, Stat | Delta) else esc(text)
+        return text.replace("<", "$<$") if isinstance(c, Stat | Delta) else esc(text)
 
     lines = [f"% {table.title}"] if table.title else []
     lines += [
@@ -141,38 +212,12 @@ def to_latex(table: Table, digits: int = 2, show_n: bool = False) -> str:
     ]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.note:
+        lines.append("% " + table.note)
     return "\n".join(lines)
 
 
-def to_csv(table: Table, digits: int = 4) -> str:
-    """Machine-readable: a column of Stats becomes three columns (name, name_std, name_n)."""
-    stat_cols = [any(isinstance(r[i], Stat) for r in table.rows) for i in range(len(table.header))]
-    header = []
-    for name, is_stat in zip(table.header, stat_cols, strict=True):
-        header += [name, f"{name}_std", f"{name}_n"] if is_stat else [name]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if table.title:
-        writer.writerow([f"# {table.title}"])
-    writer.writerow(header)
-    for row in table.rows:
-        line = []
-        for c, is_stat in zip(row, stat_cols, strict=True):
-            if isinstance(c, Stat):
-                line += [round(c.mean, digits), "" if c.std is None else round(c.std, digits), c.n]
-            elif is_stat:  # a group without this metric
-                line += ["", "", 0]
-            elif isinstance(c, Delta):
-                line.append(round(c.value, digits))
-            else:
-                line.append("" if c is None else c)
-        writer.writerow(line)
-    return out.getvalue().rstrip("\n")
-
-
 def render(table: Table, fmt: str, digits: int = 2, show_n: bool = False) -> str:
-    if fmt == "markdown":
-        return to_markdown(table, digits, show_n)
     if fmt == "latex":
         return to_latex(table, digits, show_n)
-    return to_csv(table)
+    return to_markdown(table, digits, show_n)

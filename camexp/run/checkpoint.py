@@ -1,10 +1,14 @@
 """Checkpoints are data, never code: atomic writes, ``weights_only=True`` loads.
 
-A checkpoint is a dict of tensors and plain Python values: ``format``, ``model``, ``optimizer``,
-``scheduler``, ``epoch``, ``step``, ``rng``, ``config`` (resolved, as plain containers) and
-``meta`` (architecture name, class count, input channels) for compatibility checks.
+A checkpoint is a dict of tensors and plain Python values: ``format``, ``model`` (required),
+``optimizer``, ``scheduler``, ``epoch``, ``step``, ``rng``, ``config`` (resolved, as plain
+containers) and ``meta`` (the model spec and dataset identity of the checkpoint contract,
+camexp/models/from_checkpoint.py, docs/design.md §5). Under torchrun ``ranks`` holds every
+rank's generators, loader place and epoch sums; rank 0 alone reads and writes the file and
+hands the other ranks their part.
 """
 
+import math
 import os
 import pickle
 import random
@@ -14,8 +18,14 @@ import numpy as np
 import torch
 
 from camexp.errors import UserError
+from camexp.run import distributed
+from camexp.run.keys import RESULT_NEUTRAL_KEYS, neutral
 
 FORMAT = "camexp-checkpoint-v1"
+# Keys a resumed run may change (and a checkpoint's config may differ in): the keys that leave
+# results unchanged (camexp/run/keys.py, the one list), plus ``fewshot``, which only changes what
+# is measured after training.
+VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot")
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -57,7 +67,25 @@ def load_checkpoint(path: str) -> dict:
         raise UserError(f"{path} is not a readable checkpoint ({err})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a camexp checkpoint (no '{FORMAT}' format tag)")
+    if not isinstance(state.get("model"), dict):
+        raise UserError(f"{path} holds no model weights (no 'model' entry); it is damaged")
     return state
+
+
+def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring keys that do not change results: the one
+    check of a checkpoint's config against a run's."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        if neutral(f"{prefix}{key}", VOLATILE_KEYS):
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_difference(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def rng_state() -> dict:
@@ -80,3 +108,44 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_resume_state(run_dir: str, config: dict) -> dict | None:
+    """``run_dir/checkpoints/last.pt`` if it exists, checked against the run's ``config``.
+    Rank 0 reads it; under torchrun the other ranks receive what it read (or the error), since
+    they never touch the run folder."""
+    path, found = os.path.join(run_dir, "checkpoints", "last.pt"), None
+    try:
+        if distributed.is_main():
+            folder = os.path.dirname(path)
+            for name in os.listdir(folder) if os.path.isdir(folder) else []:
+                if name.startswith(".tmp-"):  # a save killed before its rename
+                    os.unlink(os.path.join(folder, name))
+            found = load_checkpoint(path) if os.path.exists(path) else None
+            differing = config_difference((found or {}).get("config", {}), config)
+            if found is not None and differing:
+                raise UserError(
+                    f"{run_dir} already holds a checkpoint of another config (differs in "
+                    f"{', '.join(differing[:5])}); use a new run folder, or resume={run_dir} to "
+                    "continue that run with its own config"
+                )
+    except UserError as err:
+        distributed.broadcast_from_main({"error": str(err)})
+        raise
+    found = distributed.broadcast_from_main(found)
+    if found is not None and set(found) == {"error"}:  # rank 0 refused it: so do the others
+        raise UserError(found["error"])
+    return found
+
+
+def own_rank_state(state: dict, run_dir: str) -> dict:
+    """This rank's generators, loader place and sums: ``state["ranks"][rank]`` under torchrun."""
+    if not distributed.enabled():
+        return state
+    ranks = state.get("ranks") or []
+    if len(ranks) != distributed.world_size():
+        raise UserError(
+            f"{run_dir}'s checkpoint was saved by {len(ranks) or 1} process(es); resume it "
+            f"with as many (torchrun --nproc_per_node {len(ranks) or 1})"
+        )
+    return ranks[distributed.rank()]

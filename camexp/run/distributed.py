@@ -6,6 +6,7 @@ training metrics are summed across ranks, and only rank 0 writes the run folder.
 """
 
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -76,7 +77,56 @@ def side_run_dir() -> str:
     return tempfile.mkdtemp(prefix=f"camexp-rank{rank()}-")
 
 
+def side_run_overrides(args: list[str]) -> list[str]:
+    """The command line of this rank: ranks other than 0 run Hydra in a scratch folder of their
+    own (its camexp.log included), whatever ``hydra.run.dir`` or ``resume`` the command names;
+    rank 0 owns the run folder and hands the resume state to the others (trainer.py)."""
+    if is_main():
+        return list(args)
+    kept = [a for a in args if not a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    return [*kept, f"hydra.run.dir={side_run_dir()}"]
+
+
 def remove_side_run_dir(run_dir: str) -> None:
     """Remove this rank's scratch folder (never rank 0's run folder)."""
     if not is_main() and side_run_dir.cache_info().currsize and run_dir == side_run_dir():
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on one (a collective: every rank must call it)."""
+    if not (enabled() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def to_bytes(obj) -> bytes:
+    """Tensors and plain values as bytes: object collectives pickle bytes only, never tensors
+    (unpickling a tensor storage sent that way fails in torch 2.x)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes):
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (a collective)."""
+    if not (enabled() and dist.is_initialized()):
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, to_bytes(obj))
+    return [from_bytes(data) for data in out]
+
+
+def broadcast_from_main(obj):
+    """Rank 0's ``obj`` on every rank (a collective): the others never read the run folder."""
+    if not (enabled() and dist.is_initialized()):
+        return obj
+    box = [to_bytes(obj) if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return from_bytes(box[0])

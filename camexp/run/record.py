@@ -1,6 +1,9 @@
-"""The life of results.json: ``running`` at the start, then ``completed``, ``failed`` or
-``diverged`` with the error, so a sweep's report lists every run instead of losing some."""
+"""The life of results.json: ``running`` at the start, then ``completed``, ``failed``,
+``diverged``, ``preempted`` or ``interrupted`` with the error, so a sweep's report lists every run
+instead of losing some. Never left ``running`` after an exit Python can handle: when the disk is
+too full for the atomic write, a short record overwrites the file in place."""
 
+import json
 import os
 import time
 
@@ -41,4 +44,23 @@ class RunRecord:
     def fail(self, status: str, error: BaseException, **fields) -> dict:
         fields.setdefault("epochs_completed", getattr(error, "epochs_completed", 0))
         fields.setdefault("metrics", getattr(error, "metrics", {}))
-        return self.write(status, error=f"{type(error).__name__}: {error}", **fields)
+        message = f"{type(error).__name__}: {error}"
+        try:
+            return self.write(status, error=message, **fields)
+        except OSError as write_error:  # a full disk: the small record below still fits
+            short = {"status": status, "task": self.base["task"], "error": message,
+                     "epochs_completed": fields["epochs_completed"],
+                     "note": f"full record not written ({write_error})"}  # fmt: skip
+            if is_main():
+                self.overwrite_in_place(short)
+            return short
+
+    def overwrite_in_place(self, short: dict) -> None:
+        """Not atomic, by necessity: the blocks of the old, longer record are reused."""
+        try:
+            with open(self.path, "r+" if os.path.exists(self.path) else "w") as f:
+                f.seek(0)
+                f.write(json.dumps(short, default=str))
+                f.truncate()
+        except OSError:
+            pass  # nothing more can be written; the exception that stopped the run propagates

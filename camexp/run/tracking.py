@@ -1,27 +1,55 @@
-"""What a run leaves behind: metrics.csv, TensorBoard events, results.json, a progress line."""
+"""What a run leaves behind: metrics.csv, TensorBoard events, results.json (every file written
+atomically, by rank 0 only), and the progress line (camexp.run.progress)."""
 
+from __future__ import annotations
+
+import contextlib
 import csv
+import io
 import json
 import logging
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 
 from camexp.run.distributed import is_main
+from camexp.run.keys import neutral
+from camexp.run.progress import Progress, track  # noqa: F401  (the trainer imports them here)
 
 log = logging.getLogger(__name__)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
+# ----------------------------------------------------------------------------- atomic files
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto
+    ``path``, on any failure it is removed. A reader never sees a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.splitext(path)[1]  # savefig / save_image pick the format by the suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def peak_rss_mb() -> float:
@@ -57,38 +85,108 @@ def versions() -> dict:
     }
 
 
-class Tracker:
-    """One per run: appends epoch rows to metrics.csv and TensorBoard, writes results.json."""
+# ----------------------------------------------------------------------------- hparams
+def short_value(value):
+    """A value TensorBoard's HParams table shows in one cell: numbers and booleans as they
+    are, anything else as a one-line string of at most 60 characters."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    text = " ".join(str(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
-    def __init__(self, run_dir: str, tensorboard: bool = True):
+
+def typed(text: str):
+    """An override's value as typed -> bool, int, float or the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """``{"loss": {"cam": {"weight": 1}}}`` -> ``{"loss.cam.weight": 1}`` (``_target_`` left
+    out: the option names say what was built)."""
+    out = {}
+    for key, value in values.items():
+        if key in ("_target_", "_partial_"):
+            continue
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def hparams_of(knobs: dict, overrides: list[str]) -> dict:
+    """The HParams row of a run: the task's knobs (nested dicts flattened, e.g. every
+    ``loss.cam.*`` option) and every key of the command line, as typed (``regularizer=cutmix``
+    shows ``cutmix``, not the composed dict); values shortened to one cell."""
+    row = flatten(knobs)
+    for line in overrides:
+        key, sep, value = str(line).partition("=")
+        if sep and not key.startswith(("~", "hydra.", "hydra/")):
+            row[key.lstrip("+")] = typed(value)
+    return {k: short_value(v) for k, v in row.items()}
+
+
+def run_name(overrides: list[str]) -> str:
+    """A TensorBoard run name from the overrides that change results:
+    ``loss.cam.weight=1,seed=2``; ``defaults`` without any. Characters a folder name cannot
+    hold become ``_``."""
+    keep = [str(o) for o in overrides if not neutral(str(o).partition("=")[0])]
+    name = ",".join(keep) or "defaults"
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", name)
+    return name if len(name) <= 120 else name[:117] + "..."
+
+
+# ----------------------------------------------------------------------------- the tracker
+class Tracker:
+    """One per run: metrics.csv rows, TensorBoard scalars/images/hparams, in one TensorBoard run
+    ``RUN_DIR/tensorboard/<overrides>`` (``tensorboard --logdir`` on a sweep folder lists each job
+    under its overrides). Under torchrun only rank 0 writes."""
+
+    def __init__(self, run_dir: str, tensorboard: bool = True, overrides: list | None = None):
         self.run_dir = run_dir
         self.csv_path = os.path.join(run_dir, "metrics.csv")
-        self.results_path = os.path.join(run_dir, "results.json")
-        self.columns: list[str] | None = None
+        self.overrides = list(overrides or [])
+        self.rows: list[dict] = []
         self.writer = None
         self.enabled = is_main()  # under torchrun only rank 0 writes the run folder
         if tensorboard and self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+            self.tb_dir = os.path.join(run_dir, "tensorboard", run_name(self.overrides))
+            self.writer = SummaryWriter(self.tb_dir)
+
+    # metrics.csv is rewritten whole (atomically) at each epoch: a kill never leaves a torn row
+    def write_csv(self) -> None:
+        if not self.enabled:
+            return
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in self.rows:
+            writer.writerow([format_value(row.get(c, "")) for c in columns])
+        write_text_atomic(self.csv_path, out.getvalue())
 
     def log_epoch(self, epoch: int, row: dict, echo: bool = True) -> None:
         if not self.enabled:
             return
         row = {"epoch": epoch, **row}
-        if self.columns is None:
-            self.columns = list(row)
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(self.columns)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.writer(f).writerow([format_value(row.get(c, "")) for c in self.columns])
-        if self.writer is not None and echo:
-            for name, value in row.items():
-                if name != "epoch" and isinstance(value, int | float):
-                    self.writer.add_scalar(name, value, epoch)
-            self.writer.flush()
+        self.rows.append(row)
+        self.write_csv()
         if not echo:
             return
+        if self.writer is not None:
+            for name, value in row.items():
+                if name not in ("epoch", "lr") and isinstance(value, int | float):
+                    self.writer.add_scalar(name, value, epoch)  # lr: per step, log_step
+            self.writer.flush()
         log.info(
             "epoch %d  %s",
             epoch,
@@ -101,23 +199,42 @@ class Tracker:
 
     def rewrite(self, history: list[dict]) -> None:
         """Start metrics.csv over from a resumed run's history (no duplicate epochs)."""
-        self.columns = None
-        if os.path.exists(self.csv_path):
-            os.unlink(self.csv_path)
-        for epoch, row in enumerate(history, start=1):
-            self.log_epoch(epoch, row, echo=False)
+        if not self.enabled:  # rank > 0 must never touch rank 0's file
+            return
+        self.rows = [{"epoch": epoch, **row} for epoch, row in enumerate(history, start=1)]
+        self.write_csv()
+
+    def log_lr(self, step: int, optimizer) -> None:
+        """The learning rate per step, after the scheduler's step: the value at x = s is the one
+        step s + 1 uses (transfer's extra parameter groups as ``lr/group<i>``). No host sync."""
+        if self.writer is None:
+            return
+        first = float(optimizer.param_groups[0]["lr"])
+        self.writer.add_scalar("lr", first, step)
+        for i, group in enumerate(optimizer.param_groups[1:], start=1):
+            if float(group["lr"]) != first:  # e.g. no-decay groups share it: not repeated
+                self.writer.add_scalar(f"lr/group{i}", float(group["lr"]), step)
 
     def add_image(self, tag: str, image, step: int) -> None:
         if self.writer is not None:
             self.writer.add_image(tag, image, step)
 
     def add_hparams(self, hparams: dict, metrics: dict) -> None:
-        if self.writer is not None:
-            clean = {
-                k: v if isinstance(v, int | float | str | bool) else str(v)
-                for k, v in hparams.items()
-            }
-            self.writer.add_hparams(clean, metrics, run_name="hparams")
+        """The HParams summary, written into this run (not a second one): the task's knobs
+        plus every command-line key (``hparams_of``), against the final metrics."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        row = hparams_of(hparams, self.overrides)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        experiment, start, end = hparams_summary(row, metrics)
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary)
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value)
+        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -126,30 +243,3 @@ class Tracker:
 
 def format_value(value):
     return f"{value:.6g}" if isinstance(value, float) else value
-
-
-class Progress:
-    """A tqdm bar over a loader on a terminal; nothing (epoch log lines suffice) otherwise."""
-
-    def __init__(self, enabled: bool | None = None):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def wrap(self, loader, desc: str):
-        if not self.enabled:
-            return loader, None
-        from tqdm import tqdm
-
-        bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
-        return bar, bar
-
-    @staticmethod
-    def show(bar, stats: dict) -> None:
-        if bar is None:
-            return
-        shown = {
-            k.removeprefix("train/"): v
-            for k, v in stats.items()
-            if k.startswith("train/") and k != "train/images_per_s"
-        }
-        shown["img/s"] = stats.get("train/images_per_s", 0.0)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)

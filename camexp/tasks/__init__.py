@@ -1,4 +1,2 @@
-"""Tasks: how each experiment wires the common parts.
-
-``task=<name>`` runs ``camexp.tasks.<name>.run(cfg, record)``.
-"""
+"""Tasks, and only tasks: ``task=<name>`` runs ``camexp.tasks.<name>.run(cfg, record)`` for a name
+in ``camexp.main.TASKS``. The training tasks share one wiring (camexp/training/wiring.py)."""

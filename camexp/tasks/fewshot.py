@@ -3,13 +3,18 @@
     camexp task=fewshot dataset=cifar_fs loss.cam.weight=0,1 -m     # CE vs CAM-loss features
     camexp task=fewshot fewshot.backbone_ckpt=RUN/checkpoints/last.pt   # stage 2 only
 
-Stage 1 is ``task=classify`` itself on the dataset's base classes (its ``train``/``test`` splits),
-so every loss, regularizer and backbone option applies unchanged and its checkpoints land in this
-run folder. Stage 2 (Tian et al., ECCV 2020) embeds every image of the novel (and optionally the
+Stage 1 is the shared training wiring (camexp/training/wiring.py) on the dataset's base classes
+(its ``train``/``test`` splits), so every loss, regularizer and backbone option applies unchanged
+and its checkpoints land in this run folder; results.json stays ``running`` until stage 2 ends.
+The backbone of stage 2 is built from its checkpoint (camexp/models/from_checkpoint.py): with
+``fewshot.backbone_ckpt`` nothing about it is restated, and images are normalised as it was
+trained. Stage 2 (Tian et al., ECCV 2020) embeds every image of the novel (and optionally the
 val) classes once with the frozen backbone (global-pooled last-stage features, L2-normalised),
-then scores logistic regression and nearest prototype on episodes drawn from
-``fewshot.episode_seed``, identical for every backbone. results.json gets, per split, shot and
-classifier, ``fewshot/<split>/<N>way_<K>shot/<classifier>/acc`` (percent, mean over episodes)
+and ``fewshot.support_augmentations`` more times through RFS's training augmentation for the
+support sets (camexp/data/support_views.py), then scores logistic regression and nearest
+prototype on episodes drawn from ``fewshot.episode_seed``, identical for every backbone.
+results.json gets, per split, shot and classifier,
+``fewshot/<split>/<N>way_<K>shot/<classifier>/acc`` (percent, mean over episodes)
 and ``.../ci95`` (1.96 * std / sqrt(episodes)); the base-class classification metrics are kept
 under ``base/``.
 """
@@ -17,7 +22,6 @@ under ``base/``.
 import logging
 import os
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,36 +39,24 @@ from camexp.data.fewshot_splits import limit_per_class
 from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.sources import ArraySplit
+from camexp.data.support_views import support_view_loaders
 from camexp.engine import autocast
 from camexp.errors import UserError
-from camexp.run.checkpoint import load_checkpoint
+from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
+from camexp.run import distributed
+from camexp.run.progress import track
 from camexp.run.record import RunRecord
-from camexp.tasks import classify
 from camexp.training import parts as build
+from camexp.training.wiring import TaskParts, train
 
 log = logging.getLogger(__name__)
 
 EPISODE_SPLITS = ("val", "novel")
-
-
-class StageRecord:
-    """Stage 1's view of the run record: classify's final write keeps the status ``running``
-    (stage 2 is still to come) and remembers the fields for the final record."""
-
-    def __init__(self, record: RunRecord):
-        self.record = record
-        self.run_dir = record.run_dir
-        self.fields: dict = {}
-
-    def write(self, status: str, **fields) -> dict:
-        self.fields = fields
-        return self.record.write("running", stage="base-training done", **fields)
+ROLE = "backbone checkpoint"
 
 
 # ----------------------------------------------------------------------------- checks
 def check_config(cfg: DictConfig) -> DictConfig:
-    if "fewshot" not in cfg:
-        raise UserError("task=fewshot needs its settings: use `task=fewshot`, not task.name")
     if not cfg.dataset.get("fewshot_split"):
         raise UserError(
             f"dataset={cfg.dataset.name} has no few-shot class split; use dataset="
@@ -91,24 +83,23 @@ def episode_labels(source) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- features
-def feature_loader(cfg: DictConfig, source, device: torch.device):
-    """Evaluation-time images (no augmentation) of an episode split, in a fixed order."""
+def feature_loader(cfg: DictConfig, source, spec: dict, device: torch.device):
+    """Evaluation-time images (no augmentation) of an episode split, in a fixed order, normalised
+    as the backbone was trained (its checkpoint's ``meta.model``)."""
     d = cfg.dataset
-    mean, std = tuple(d.mean), tuple(d.std)
+    mean, std = tuple(spec["mean"]), tuple(spec["std"])
     batch = int(cfg.get("eval_batch_size") or cfg.batch_size)
     if isinstance(source, ArraySplit):
         return InMemoryLoader(
             source.images, source.labels, batch, train=False, mean=mean, std=std,
             device=device, channels_last=bool(cfg.channels_last),
         )  # fmt: skip
-    source.transform = folder_transform(False, int(d.image_size), mean, std)
+    source.transform = folder_transform(False, int(spec["image_size"]), mean, std)
     return folder_loader(source, batch, train=False, workers=int(d.workers), device=device)
 
 
-def input_shape(cfg: DictConfig, source) -> tuple[int, int]:
-    if isinstance(source, ArraySplit):
-        return int(source.images.shape[1]), int(source.images.shape[-1])
-    return 3, int(cfg.dataset.image_size)
+def channels(source) -> int:
+    return int(source.images.shape[1]) if isinstance(source, ArraySplit) else 3
 
 
 @torch.no_grad()
@@ -117,7 +108,7 @@ def extract_features(model, loader, device: torch.device, amp_dtype=None):
     Returns (features float32 (N, C), labels int64 (N,))."""
     model.eval()
     feats, labels = [], []
-    for images, y in loader:
+    for images, y in track(loader, "few-shot embedding"):
         with autocast(device, amp_dtype):
             maps = model(images.to(device, non_blocking=True)).features
         if maps.dim() != 4:
@@ -131,37 +122,32 @@ def extract_features(model, loader, device: torch.device, amp_dtype=None):
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
-def load_backbone(cfg: DictConfig, path: str, channels: int, image_size: int, device):
-    """The frozen backbone from a camexp checkpoint, checked against this run's backbone."""
-    state = load_checkpoint(path)
-    meta = state.get("meta") or {}
-    if "num_classes" not in meta or "model" not in state:
-        raise UserError(f"{path} records no model or class count; is it a camexp run checkpoint?")
-    expected = {
-        "backbone": str(cfg.backbone.name),
-        "in_chans": channels,
-        "small_input_stem": bool(cfg.backbone.small_input_stem),
-    }
-    for key, value in expected.items():
-        if key in meta and meta[key] != value:
-            raise UserError(
-                f"checkpoint {path} was trained with {key}={meta[key]}, this run has "
-                f"{key}={value}; its features do not fit (pass the matching backbone/dataset)"
-            )
-    shape = SimpleNamespace(num_classes=int(meta["num_classes"]), channels=channels,
-                            image_size=image_size)  # fmt: skip
-    model = build.build_model(cfg, shape, needs_cam=False, device=device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not fit backbone {meta.get('backbone')} "
-                        f"({first[:160]})") from err  # fmt: skip
-    return model, state
+def support_features(cfg: DictConfig, model, source, spec: dict, device, amp_dtype):
+    """RFS's support views (``fewshot.support_augmentations``, 5 in RFS): (A, N, C) features of A
+    augmented views of every image, or None when A is 0 (camexp/data/support_views.py)."""
+    d, views = cfg.dataset, int(cfg.fewshot.support_augmentations)
+    loaders = support_view_loaders(
+        source, views, batch_size=int(cfg.get("eval_batch_size") or cfg.batch_size),
+        mean=tuple(spec["mean"]), std=tuple(spec["std"]), image_size=int(spec["image_size"]),
+        crop_padding=d.get("crop_padding"), hflip=bool(d.get("hflip", True)), device=device,
+        workers=int(d.get("workers", 0)), seed=int(cfg.fewshot.episode_seed),
+        channels_last=bool(cfg.channels_last),
+    )  # fmt: skip
+    if not loaders:
+        return None
+    return np.stack([extract_features(model, view, device, amp_dtype)[0] for view in loaders])
+
+
+def load_backbone(cfg: DictConfig, path: str, source, device):
+    """The frozen backbone of a camexp checkpoint; its input channels must fit the episodes'."""
+    state = read_checkpoint(path, ROLE)
+    check_checkpoint(state, path, role=ROLE, expect={"in_chans": channels(source)})
+    model = model_from_checkpoint(state, path, needs_cam=False, role=ROLE)
+    return build.place(cfg, model, device), state
 
 
 # ----------------------------------------------------------------------------- episodes
-def evaluate_split(name: str, features, labels, f: DictConfig) -> dict:
+def evaluate_split(name: str, features, labels, f: DictConfig, support=None) -> dict:
     """Every (shot, classifier) on the same episodes per shot; one console line each."""
     metrics = {}
     n_way, q, count = int(f.n_way), int(f.q_query), int(f.episodes)
@@ -170,7 +156,7 @@ def evaluate_split(name: str, features, labels, f: DictConfig) -> dict:
         for clf in f.classifiers:
             options = OmegaConf.to_container(f.get(clf) or {}, resolve=True)
             started = time.perf_counter()
-            accs = episode_accuracies(features, episodes, str(clf), options)
+            accs = episode_accuracies(features, episodes, str(clf), options, support)
             mean, ci = float(accs.mean()), confidence_interval(accs)
             key = f"fewshot/{name}/{n_way}way_{shot}shot/{clf}"
             metrics[f"{key}/acc"], metrics[f"{key}/ci95"] = round(mean, 4), round(ci, 4)
@@ -197,27 +183,30 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
             check_episode_shape(episode_labels(source), int(f.n_way), int(shot),
                                 int(f.q_query), list(source.classes))  # fmt: skip
 
-    # --- stage 1: the classify task on the base classes, unless a backbone is given
+    # --- stage 1: the training wiring on the base classes, unless a backbone is given
     fields = {}
     if f.backbone_ckpt:
         path = os.path.abspath(str(f.backbone_ckpt))
     else:
-        stage = StageRecord(record)
-        classify.run(cfg, stage)
-        fields = stage.fields
+        stage1 = TaskParts(status="running", fields={"stage": "base-training done"})
+        fields = train(cfg, record, stage1)
+        if not distributed.is_main():  # rank 0 alone scores the episodes
+            return fields
         path = os.path.join(record.run_dir, "checkpoints", f"{f.weights}.pt")
 
     # --- stage 2: features once per image, then the episodes
     amp = build.amp_dtype(str(cfg.amp), device)
     metrics = {f"base/{k}": v for k, v in fields.get("metrics", {}).items()}
-    first = next(iter(sources.values()))
-    model, state = load_backbone(cfg, path, *input_shape(cfg, first), device)
+    model, state = load_backbone(cfg, path, next(iter(sources.values())), device)
+    spec = state["meta"]["model"]
     started = time.perf_counter()
     for name, source in sources.items():
-        feats, labels = extract_features(model, feature_loader(cfg, source, device), device, amp)
+        loader = feature_loader(cfg, source, spec, device)
+        feats, labels = extract_features(model, loader, device, amp)
         log.info("%s: %d images of %d classes embedded, %d-d features", name, len(labels),
                  len(source.classes), feats.shape[1])  # fmt: skip
-        metrics.update(evaluate_split(name, feats, labels, f))
+        support = support_features(cfg, model, source, spec, device, amp)  # RFS support views
+        metrics.update(evaluate_split(name, feats, labels, f, support))
     return record.write(
         "completed",
         epochs_completed=fields.get("epochs_completed", 0),
@@ -231,6 +220,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
             "q_query": int(f.q_query),
             "episodes": int(f.episodes),
             "episode_seed": int(f.episode_seed),
+            "support_augmentations": int(f.support_augmentations),
             "images_per_class": f.get("images_per_class"),
             "seconds": round(time.perf_counter() - started, 2),
         },

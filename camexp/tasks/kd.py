@@ -1,10 +1,13 @@
 """task=kd: distil a frozen teacher (a camexp checkpoint) into the student ``backbone``.
 
-    camexp task=kd teacher=resnet56 teacher.ckpt=PATH 'loss=[ce,kd,ccm]'
+    camexp task=kd teacher.ckpt=PATH backbone=resnet8x4 'loss=[ce,kd,ccm]'
 
-The teacher is checked against its checkpoint (architecture, class count, input channels, stem,
-input normalisation and size) before any data is trained on, then runs once per step in the
-engine in eval mode without gradients. Loss terms that read it have ``needs_teacher = True``.
+The teacher's architecture is the checkpoint's (its ``meta.model``); ``teacher.name``, when set
+(the KD pair groups set it), must match it. Before any data is trained on, the checkpoint is
+checked against the student's data (classes, input channels, size and normalisation) by the one
+contract check (camexp/models/from_checkpoint.py). The teacher then runs once per step in the
+engine, in eval mode without gradients; loss terms that read it have ``needs_teacher = True``.
+Everything else is the shared wiring (camexp/training/wiring.py).
 """
 
 import logging
@@ -14,109 +17,71 @@ from omegaconf import DictConfig
 
 from camexp.engine import evaluate
 from camexp.errors import UserError
-from camexp.models.teacher import FrozenTeacher, check_teacher, needs_teacher_cam, teacher_terms
-from camexp.run import distributed
-from camexp.run.checkpoint import load_checkpoint
+from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
+from camexp.models.teacher import FrozenTeacher, needs_teacher_cam
+from camexp.run.progress import track
 from camexp.run.record import RunRecord
-from camexp.tasks.classify import hparams
 from camexp.training import parts as build
+from camexp.training.wiring import TaskParts, train
 
 log = logging.getLogger(__name__)
+ROLE = "teacher checkpoint"
 
 
-def require_teacher_config(cfg: DictConfig) -> DictConfig:
-    teacher = cfg.get("teacher")
-    if teacher is None or not teacher.get("name"):
+def read_teacher(cfg: DictConfig) -> tuple[dict, str]:
+    """The teacher's checkpoint and path, its architecture checked against ``teacher.name``."""
+    if not cfg.teacher.ckpt:
         raise UserError(
-            "task=kd needs a teacher: add teacher=<name> teacher.ckpt=PATH "
-            "(e.g. teacher=resnet56 teacher.ckpt=outputs/.../checkpoints/best.pt)"
+            "task=kd needs a teacher: add teacher.ckpt=PATH (a camexp run's checkpoints/best.pt, "
+            "e.g. teacher.ckpt=outputs/.../checkpoints/best.pt)"
         )
-    if not teacher.get("ckpt"):
-        raise UserError(
-            f"task=kd needs the teacher's weights: add teacher.ckpt=PATH (a camexp run's "
-            f"checkpoints/best.pt of a {teacher.name} trained on {cfg.dataset.name})"
-        )
-    return teacher
+    path = os.path.abspath(str(cfg.teacher.ckpt))
+    state = read_checkpoint(path, ROLE)
+    if cfg.teacher.name is not None:
+        hint = "set teacher.name={saved} or teacher.name=null"
+        check_checkpoint(state, path, role=ROLE, expect={"backbone": str(cfg.teacher.name)},
+                         hints={"backbone": hint})  # fmt: skip
+    return state, path
 
 
-def build_teacher(t: DictConfig, state: dict, data: build.Data, needs_cam: bool, device, cfg):
-    """The teacher from ``teacher.*``, checked against ``state``, weights loaded, frozen."""
-    image_size = int(cfg.dataset.image_size) if cfg.dataset.get("image_size") else data.image_size
-    check_teacher(
-        state,
-        str(t.ckpt),
-        backbone=str(t.name),
-        num_classes=data.num_classes,
-        in_chans=data.channels,
-        small_input_stem=bool(t.small_input_stem),
-        mean=data.mean,
-        std=data.std,
-        image_size=image_size,
-    )
-    model = build.build_model(cfg, data, needs_cam, device, spec=t)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise UserError(
-            f"teacher checkpoint {t.ckpt} does not fit teacher {t.name}: {first}"
-        ) from err
-    return FrozenTeacher(model)
+def teacher_builder(state: dict, path: str):
+    def build_teacher(cfg: DictConfig, data: build.Data, objective, device) -> FrozenTeacher:
+        check_checkpoint(state, path, role=ROLE, expect={
+            "classes": data.classes, "num_classes": data.num_classes, "in_chans": data.channels,
+            "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std),
+        })  # fmt: skip
+        model = model_from_checkpoint(state, path, needs_cam=needs_teacher_cam(objective),
+                                      role=ROLE)  # fmt: skip
+        return FrozenTeacher(build.place(cfg, model, device))
+
+    return build_teacher
+
+
+def teacher_metrics(cfg: DictConfig):
+    """The teacher's accuracy on val (test without a val split), once, before training."""
+
+    def measure(trainer, teacher) -> dict:
+        if not cfg.task.eval_teacher:
+            return {}
+        data = trainer.data
+        prefix = "teacher/val" if data.val is not None else "teacher/test"
+        metrics = evaluate(teacher, track(data.val or data.test, "teacher"), trainer.device,
+                           amp_dtype=trainer.amp_dtype, prefix=prefix)  # fmt: skip
+        metrics.pop(f"{prefix}/images_per_s")
+        log.info("teacher: %s", ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        return {k: round(v, 4) for k, v in metrics.items()}
+
+    return measure
 
 
 def run(cfg: DictConfig, record: RunRecord) -> dict:
-    # --- setup: the teacher's checkpoint first, so a bad path stops before any data loads
     build.check_common(cfg)
-    t = require_teacher_config(cfg)
-    state = load_checkpoint(str(t.ckpt))
-    device = build.resolve_device(str(cfg.device))
-    build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
-    objective = build.build_loss(cfg).to(device)
-    reads_teacher = teacher_terms(objective)
-
-    # --- data, student, teacher, the loop (a bad optim/sched option stops before any evaluation)
-    data = build.build_data(cfg, device)
-    model = build.build_model(cfg, data, objective.needs_cam, device)
-    meta = build.model_meta(cfg, data, model)
-    model = distributed.wrap(model, device)  # DistributedDataParallel under torchrun
-    teacher = build_teacher(t, state, data, needs_teacher_cam(objective), device, cfg)
-    optimizer = build.build_optimizer(cfg, model)
-    trainer = build.build_trainer(
-        cfg, record, model=model, objective=objective, data=data, optimizer=optimizer,
-        device=device, meta=meta,
-        teacher=teacher if reads_teacher else None,  # a CE baseline need not pay for it
-    )  # fmt: skip
-    teacher_metrics = {}
-    if cfg.task.get("eval_teacher", True):
-        shown = data.val or data.test
-        prefix = "teacher/val" if data.val is not None else "teacher/test"
-        teacher_metrics = evaluate(
-            teacher, shown, device, amp_dtype=trainer.amp_dtype, prefix=prefix
-        )
-        teacher_metrics.pop(f"{prefix}/images_per_s")
-    log.info(
-        "distilling %s (%s, %s) into %s on %s; terms reading the teacher: %s",
-        t.name,
-        t.ckpt,
-        ", ".join(f"{k} {v:.2f}" for k, v in teacher_metrics.items()) or "not evaluated",
-        cfg.backbone.name,
-        cfg.dataset.name,
-        ", ".join(reads_teacher) or "none (the teacher is not run)",
+    state, path = read_teacher(cfg)  # a bad path or name stops before any data loads
+    name = state["meta"]["model"]["backbone"]
+    parts = TaskParts(
+        teacher=teacher_builder(state, path),
+        before_training=teacher_metrics(cfg),
+        hparams={"teacher": name},
+        fields={"teacher": {"name": name, "ckpt": path}},
     )
-
-    # --- train and test
-    results = trainer.fit_and_report(
-        {**hparams(cfg), "teacher": str(t.name)},
-        {k: round(v, 4) for k, v in teacher_metrics.items()},
-    )
-    if not distributed.is_main():  # rank 0 tests and writes the results
-        return results
-    m = results["metrics"]
-    log.info(
-        "student test acc1 %.2f (last), %.2f (best on val, epoch %s)",
-        m["test/acc1"],
-        m["test_best/acc1"],
-        m.get("best_epoch"),
-    )
-    teacher_info = {"name": str(t.name), "ckpt": os.path.abspath(str(t.ckpt))}
-    return record.write("completed", teacher=teacher_info, **results)
+    return train(cfg, record, parts)

@@ -1,1 +1,2 @@
-"""The wiring every training task shares: build the parts from the config, fit, record."""
+"""Training: the parts built from the config (parts), the one wiring of every training task
+(wiring), and the epoch-loop driver (trainer)."""

@@ -1,7 +1,7 @@
 """Build the common parts from the config, in the order a task needs them.
 
-This module and the task modules are the only places besides the entry point that read ``cfg``;
-everything they build takes plain arguments.
+This module, camexp/training/wiring.py (the order) and the task modules are the only places besides
+the entry point that read ``cfg``; everything they build takes plain arguments.
 """
 
 import logging
@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from camexp.data.folder import folder_loader, folder_transform
+from camexp.data.folder import box_transform, folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.regularizers import Regularizer
 from camexp.data.sources import ArraySplit, split_train_val
@@ -24,7 +24,9 @@ from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
 from camexp.metrics.boxes import folder_test_boxes
 from camexp.models.backbone import Backbone, build_backbone
+from camexp.models.from_checkpoint import dataset_identity, model_spec
 from camexp.models.teacher import check_teacher_terms
+from camexp.precision import choose_amp, describe
 from camexp.run import distributed
 from camexp.run.distributed import local_batch, rank, world_size
 
@@ -57,11 +59,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    if name in ("none", None):
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    raise UserError(f"amp={name!r} is not an option; use none or bf16")
+    """``amp`` -> the autocast dtype (None: fp32), logged with its reason (camexp/precision.py)."""
+    dtype, reason = choose_amp(name, device)
+    log.info("precision: %s (amp=%s: %s)", describe(dtype), name, reason)
+    return dtype
 
 
 def check_common(cfg: DictConfig) -> None:
@@ -86,6 +87,7 @@ class Data:
     picture_images: torch.Tensor  # a fixed batch of normalised val images for CAM pictures
     picture_labels: torch.Tensor
     test_boxes: list | None = None  # per test image (n, 4) boxes, for CAM metrics (#9)
+    box_test: object | None = None  # the images of those boxes when not `test` (folder: no crop)
 
 
 def take(images: torch.Tensor, labels: torch.Tensor, count: int | None):
@@ -171,11 +173,15 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     pic_images = torch.stack([p[0] for p in pics]).to(device)
     pic_labels = torch.tensor([p[1] for p in pics], device=device)
     classes = list(test_set.classes)
+    box_set = boxes = None
+    if cfg.get("metrics") and cfg.metrics.get("localization"):  # CUB / ImageNet boxes (#9, #13)
+        box_set = load_source(d, "test")  # wsolevaluation's geometry: Resize((S, S)), no crop
+        box_set.transform = box_transform(size, mean, std)
+        boxes = folder_test_boxes(box_set, size, d.get("root"), str(cfg.metrics.box_convention))
     return Data(
         train, val, test, len(classes), pic_images.shape[1], size, mean, std, classes,
-        pic_images, pic_labels,
-        test_boxes=folder_test_boxes(test_set, size, d.get("root"))  # CUB / ImageNet boxes (#9)
-        if cfg.get("metrics") and cfg.metrics.get("localization") else None,
+        pic_images, pic_labels, test_boxes=boxes,
+        box_test=loader(box_set, batch, train=False) if boxes is not None else None,
     )  # fmt: skip
 
 
@@ -188,42 +194,53 @@ def build_loss(cfg: DictConfig) -> Objective:
     return objective
 
 
-def build_model(
-    cfg: DictConfig, data: Data, needs_cam: bool, device: torch.device, spec=None
-) -> Backbone:
-    """The network of ``spec`` (default ``cfg.backbone``; task=kd passes ``cfg.teacher``)."""
-    b = cfg.backbone if spec is None else spec
-    extra = OmegaConf.to_container(b.kwargs) if b.get("kwargs") else {}
+def configured_arch(cfg: DictConfig) -> dict:
+    """The architecture ``cfg.backbone`` names: what a checkpoint needs to rebuild the network."""
+    b = cfg.backbone
+    return {
+        "backbone": str(b.name),
+        "kwargs": OmegaConf.to_container(b.kwargs, resolve=True),
+        "small_input_stem": bool(b.small_input_stem),
+    }
+
+
+def build_model(cfg: DictConfig, data: Data, needs_cam: bool, device: torch.device) -> Backbone:
+    """The network of ``cfg.backbone`` for this data, placed for training."""
+    b = cfg.backbone
     model = build_backbone(
         str(b.name),
         data.num_classes,
         data.channels,
         data.image_size,
         needs_cam=needs_cam,
-        pretrained=bool(b.get("pretrained", False)),
-        small_input_stem=bool(b.get("small_input_stem", False)),
-        drop_rate=float(b.get("drop_rate", 0.0)),
-        **extra,
+        pretrained=bool(b.pretrained),
+        small_input_stem=bool(b.small_input_stem),
+        drop_rate=float(b.drop_rate),
+        **OmegaConf.to_container(b.kwargs, resolve=True),
     )
+    return place(cfg, model, device)
+
+
+def place(cfg: DictConfig, model: Backbone, device: torch.device) -> Backbone:
+    """On the device, in the run's memory format, optionally compiled."""
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.get("compile"):
+    if cfg.compile:
         # Compile the feature extractor only: the module tree and its state_dict keys stay as
         # they are, so checkpoints are the same with and without compilation.
         model.model.forward_features = torch.compile(model.model.forward_features)
     return model
 
 
-def model_meta(cfg: DictConfig, data: Data, model: Backbone) -> dict:
-    return {
-        "backbone": str(cfg.backbone.name),
-        "num_classes": data.num_classes,
-        "in_chans": data.channels,
-        "image_size": data.image_size,
-        "small_input_stem": bool(cfg.backbone.small_input_stem),
-        "exact_cam": model.exact_cam,
-    }
+def checkpoint_meta(cfg: DictConfig, data: Data, model: Backbone, arch: dict) -> dict:
+    """The checkpoint contract's record (camexp/models/from_checkpoint.py): the model spec and
+    the dataset identity, written into every checkpoint of the run."""
+    spec = model_spec(
+        **arch, in_chans=data.channels, num_classes=data.num_classes,
+        image_size=data.image_size, mean=data.mean, std=data.std, exact_cam=model.exact_cam,
+    )  # fmt: skip
+    return {"model": spec, "dataset": dataset_identity(cfg.dataset.name, data.classes)}
 
 
 def build_regularizer(cfg: DictConfig, num_classes: int) -> Regularizer:
@@ -245,10 +262,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bia
     ]
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
+def configured_param_groups(cfg: DictConfig, model: torch.nn.Module) -> list[dict]:
+    """task=classify's groups: every trainable parameter, norms and biases optionally undecayed."""
+    return param_groups(model, float(cfg.optim.weight_decay), bool(cfg.optim.decay_norm_and_bias))
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module, groups: list | None = None):
+    """``cfg.optim`` over ``groups`` (default: :func:`configured_param_groups`)."""
     spec = OmegaConf.to_container(cfg.optim, resolve=True)
-    decay_norm_and_bias = spec.pop("decay_norm_and_bias", True)
-    groups = param_groups(model, float(spec.get("weight_decay", 0.0)), decay_norm_and_bias)
+    spec.pop("decay_norm_and_bias")
+    groups = configured_param_groups(cfg, model) if groups is None else groups
     return call_partial("optim", instantiate(spec), groups)
 
 
@@ -272,33 +295,3 @@ def call_partial(group: str, factory, *args, **kwargs):
 def build_cam_quality(cfg: DictConfig):
     """``cfg.metrics`` -> camexp.metrics.CamQuality, or None when the group is absent."""
     return instantiate(cfg.metrics) if cfg.get("metrics") else None
-
-
-# ----------------------------------------------------------------------------- the trainer
-def build_trainer(
-    cfg: DictConfig, record, *, model, objective, data: Data, optimizer, device: torch.device,
-    meta: dict, teacher=None,
-):  # fmt: skip
-    """The epoch loop with the run's options, schedule and regularizer; the tracker it writes to
-    is ``trainer.tracker``. Tasks differ only in the optimizer they pass (transfer: its groups)."""
-    scheduler = build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build_regularizer(cfg, data.num_classes)
-    from camexp.run.tracking import Progress, Tracker
-    from camexp.training.trainer import Trainer
-
-    progress = cfg.get("progress", "auto")
-    return Trainer(
-        model, objective, data, optimizer, scheduler, regularizer,
-        Tracker(record.run_dir, tensorboard=bool(cfg.get("tensorboard", True))), device,
-        epochs=int(cfg.epochs),
-        run_dir=record.run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        meta=meta,
-        teacher=teacher,
-        amp_dtype=amp_dtype(str(cfg.amp), device),
-        log_every=int(cfg.log_every),
-        checkpoint_every=int(cfg.get("checkpoint_every") or 0),
-        skip_nonfinite=int(cfg.get("skip_nonfinite") or 0),
-        progress=Progress(None if progress in ("auto", None) else bool(progress)),
-        cam_quality=build_cam_quality(cfg),
-    )  # fmt: skip

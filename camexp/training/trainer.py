@@ -12,27 +12,28 @@ at any point and resumed ends with the same metrics as one never interrupted (on
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from camexp.engine import EpochMeter, evaluate, train_one_epoch
-from camexp.errors import Diverged, Preempted, UserError
+from camexp.engine import EpochMeter, evaluate, evaluate_variants, train_one_epoch
+from camexp.errors import Diverged, Preempted
 from camexp.metrics.convergence import convergence_epochs
 from camexp.report.pictures import cam_grid, save_png
-from camexp.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from camexp.run import distributed, signals
+from camexp.run.checkpoint import (
+    load_checkpoint,
+    own_rank_state,
+    read_resume_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from camexp.run.distributed import is_main, unwrap
-from camexp.run.tracking import Progress, Tracker
+from camexp.run.tracking import Progress, Tracker, track
 
 log = logging.getLogger(__name__)
-
-# Keys that do not change a run's results: a resumed run may differ from its checkpoint in these.
-# ``metrics`` and ``fewshot`` only change what is measured after training.
-VOLATILE_KEYS = ("resume", "progress", "log_every", "tensorboard", "eval_batch_size", "device",
-                 "checkpoint_every", "paths", "metrics", "fewshot")  # fmt: skip
-PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM sends one of these before a time limit
 
 
 @dataclass
@@ -60,8 +61,9 @@ class Trainer:
     best_epoch: int = 0
     epoch: int = 0  # completed epochs
     meter: EpochMeter | None = None  # the running epoch, when resuming inside it
-    preempt_requested: bool = False
     cam_quality: object | None = None  # camexp.metrics.CamQuality: CAM metrics at the end (#9)
+    ema: object | None = None  # camexp.models.ema.WeightAverage, evaluated as *_ema/* (#17)
+    tta: int = 0  # camexp.engine.TTA_LEVELS: the final test also as test_tta/* (#17)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, name: str) -> str:
@@ -70,19 +72,29 @@ class Trainer:
     def resumable_loader(self) -> bool:
         return hasattr(self.data.train, "state_dict")
 
+    def rank_state(self, meter: EpochMeter | None) -> dict:
+        """What differs between data-parallel ranks: generators, the loader's shard, the sums."""
+        return {
+            "rng": rng_state(),
+            "loader": self.data.train.state_dict() if self.resumable_loader() else None,
+            "regularizer": self.regularizer.state_dict(),
+            "meter": meter.state_dict() if meter else None,
+        }
+
     def state(self, meter: EpochMeter | None = None) -> dict:
-        """Everything needed to continue; ``meter`` set means "inside epoch self.epoch + 1"."""
+        """Everything needed to continue; ``meter`` set means "inside epoch self.epoch + 1".
+        Under torchrun ``ranks`` holds every rank's own part (a collective: all ranks call it)."""
+        ranks = distributed.gather_objects(self.rank_state(meter))
         return {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "step": self.epoch * len(self.data.train) + (meter.steps if meter else 0),
-            "rng": rng_state(),
-            "loader": self.data.train.state_dict() if self.resumable_loader() else None,
-            "regularizer": self.regularizer.state_dict(),
-            "meter": meter.state_dict() if meter else None,
+            **ranks[0],
+            "ranks": ranks if distributed.enabled() else None,
             "history": self.history,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": {"acc1": self.best_acc, "epoch": self.best_epoch},
             "config": self.config,
             "meta": self.meta,
@@ -98,82 +110,77 @@ class Trainer:
                     else (f"end of epoch {self.epoch}")
                 )
                 raise Diverged(f"{key} holds NaN/inf at {where}; no checkpoint saved")
+        state = self.state(meter)  # every rank: it gathers the ranks' generators
         if is_main():  # data-parallel ranks hold identical weights: one writes
-            save_checkpoint(self.checkpoint_path(name), self.state(meter))
+            save_checkpoint(self.checkpoint_path(name), state)
 
     def resume_if_possible(self) -> None:
-        folder = os.path.dirname(self.checkpoint_path("last"))
-        if is_main() and os.path.isdir(folder):  # a save killed before its rename
-            for name in os.listdir(folder):
-                if name.startswith(".tmp-"):
-                    os.unlink(os.path.join(folder, name))
-        path = self.checkpoint_path("last")
-        if not os.path.exists(path):
+        state = read_resume_state(self.run_dir, self.config)
+        if state is None:
             return
-        state = load_checkpoint(path)
-        differing = config_difference(state.get("config", {}), self.config)
-        if differing:
-            raise UserError(
-                f"{self.run_dir} already holds a checkpoint of another config (differs in "
-                f"{', '.join(differing[:5])}); use a new run folder, or resume={self.run_dir} "
-                "to continue that run with its own config"
-            )
+        own = own_rank_state(state, self.run_dir)
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.regularizer.load_state_dict(state["regularizer"])
-        if state["loader"] is not None and self.resumable_loader():
-            self.data.train.load_state_dict(state["loader"])
+        self.regularizer.load_state_dict(own["regularizer"])
+        if own["loader"] is not None and self.resumable_loader():
+            self.data.train.load_state_dict(own["loader"])
         self.epoch, self.history = state["epoch"], list(state["history"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.best_acc, self.best_epoch = state["best"]["acc1"], state["best"]["epoch"]
-        if state["meter"] is not None and self.resumable_loader():
+        if own["meter"] is not None and self.resumable_loader():
             self.meter = EpochMeter(self.device)
-            self.meter.load_state_dict(state["meter"])
-        set_rng_state(state["rng"])
+            self.meter.load_state_dict(own["meter"])
+        set_rng_state(own["rng"])
         self.tracker.rewrite(self.history)
-        log.info("resumed %s at epoch %d, step %d", path, self.epoch, state["step"])
+        log.info("resumed at epoch %d, step %d", self.epoch, state["step"])
 
     # ------------------------------------------------------------------ signals
-    def request_preemption(self, signum, frame) -> None:
-        log.warning("received %s: saving at the end of this step", signal.Signals(signum).name)
-        self.preempt_requested = True
+    def stop_requested(self) -> bool:
+        """A stop signal is pending here or (under torchrun) on any rank: every rank stops at
+        the same step. Under torchrun this is a tiny all-reduce per step."""
+        return distributed.any_rank(signals.pending() is not None, self.device)
 
-    def install_signal_handlers(self) -> dict:
-        previous = {}
-        for name in PREEMPT_SIGNALS:
-            if hasattr(signal, name):
-                try:
-                    previous[name] = signal.signal(getattr(signal, name), self.request_preemption)
-                except ValueError:  # not the main thread: leave signals to the caller
-                    return previous
-        return previous
+    def stopped(self, where: str) -> signals.Stopped:
+        name = signals.pending() or "SIGTERM"
+        signals.clear()
+        return signals.Stopped(f"stopped by {name} {where}", name)
 
     def after_step(self, meter: EpochMeter, bar) -> None:
-        if self.preempt_requested:
+        if self.ema is not None:  # the weight average follows every optimizer step (#17)
+            self.ema.step(self.model)
+        # An epoch's last step is followed by its validation and its epoch-end checkpoint: a stop
+        # waits for those (fit), because a mid-epoch state saved after the last step would make
+        # the resumed run train that epoch once more (the bug of issue 15).
+        if meter.steps < len(self.data.train) and self.stop_requested():
             if self.resumable_loader():
                 self.save("last", meter)
-            raise Preempted(f"preempted at epoch {self.epoch + 1}, step {meter.steps}")
+                raise self.stopped(f"at epoch {self.epoch + 1}, step {meter.steps} (saved)")
+            raise self.stopped(f"at epoch {self.epoch + 1}, step {meter.steps} (epoch restarts)")
         if self.checkpoint_every and meter.steps % self.checkpoint_every == 0:
             if self.resumable_loader() and meter.steps < len(self.data.train):
                 self.save("last", meter)
-        if bar is not None and meter.steps % self.log_every == 0:
+        self.tracker.log_lr(self.epoch * len(self.data.train) + meter.steps, self.optimizer)
+        if bar is not None and bar.due(meter.steps, self.log_every):  # and at the epoch's end
             Progress.show(bar, meter.summary(across_ranks=False))
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
-        self.resume_if_possible()
-        previous = self.install_signal_handlers()
+        """Every epoch runs with stop signals deferred to its steps' ends and its own end; the
+        final test and CAM metrics stop at once (last.pt holds every epoch: resume re-tests)."""
         try:
+            self.resume_if_possible()
             while self.epoch < self.epochs:
-                self.run_epoch()
+                with signals.deferred():
+                    self.run_epoch()
+                    if self.stop_requested():
+                        raise self.stopped(f"after epoch {self.epoch} (saved)")
+            return self.finish()
         except (Diverged, Preempted) as err:
             err.epochs_completed = self.epoch
             err.metrics = self.summary_metrics()
             raise
-        finally:
-            for name, handler in previous.items():
-                signal.signal(getattr(signal, name), handler)
-        return self.finish()
 
     def fit_and_report(self, hparams: dict, extra_metrics: dict | None = None) -> dict:
         """``fit()``, then TensorBoard's HParams summary; the tracker is closed either way."""
@@ -203,14 +210,18 @@ class Trainer:
             if bar is not None:
                 bar.close()
         row = dict(stats)
-        selection = self.data.val or self.data.test
-        row.update(evaluate(self.model, selection, self.device, amp_dtype=self.amp_dtype))
-        if not math.isfinite(row["val/loss"]):  # finite weights can still overflow: lr too high
-            raise Diverged(f"the validation loss is {row['val/loss']} after epoch {epoch}")
+        if self.data.val is not None:  # model selection sees the held-out split, never test
+            row.update(evaluate(self.model, track(self.data.val, "validate"), self.device,
+                                amp_dtype=self.amp_dtype))  # fmt: skip
+            row.update(evaluate_variants(self.model, self.data.val, self.device, prefix="val",
+                                         amp_dtype=self.amp_dtype,
+                                         ema_model=self.ema_model()))  # fmt: skip
+            if not math.isfinite(row["val/loss"]):  # finite weights can overflow: lr too high
+                raise Diverged(f"the validation loss is {row['val/loss']} after epoch {epoch}")
         row["epoch_time_s"] = time.perf_counter() - started
         self.epoch = epoch
         self.history.append(row)
-        improved = row["val/acc1"] > self.best_acc
+        improved = self.data.val is not None and row["val/acc1"] > self.best_acc
         if improved:
             self.best_acc, self.best_epoch = row["val/acc1"], epoch
         self.log_pictures(epoch)
@@ -221,16 +232,19 @@ class Trainer:
         self.save("last")
         self.tracker.log_epoch(epoch, row)
 
+    def ema_model(self) -> torch.nn.Module | None:
+        return self.ema.module if self.ema is not None else None
+
     def log_pictures(self, epoch: int) -> torch.Tensor | None:
         if len(self.data.picture_labels) == 0:
             return None
         grid = cam_grid(self.model, self.data.picture_images, self.data.picture_labels,
-                        self.data.mean, self.data.std)  # fmt: skip
+                        self.data.mean, self.data.std, self.data.classes)  # fmt: skip
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
 
     def summary_metrics(self) -> dict:
-        if not self.history:
+        if not self.history or self.data.val is None:
             return {}
         return {"val/acc1_best": self.best_acc, "val/acc1_last": self.history[-1]["val/acc1"],
                 "best_epoch": self.best_epoch}  # fmt: skip
@@ -238,22 +252,24 @@ class Trainer:
     def finish(self) -> dict:
         """Test with the last weights, then with the best-on-val weights; pictures to PNG."""
         metrics = self.summary_metrics()
-        metrics.update(convergence_epochs([row["val/acc1"] for row in self.history]))
+        selection = "val" if self.data.val is not None else "none"
+        if selection == "val":
+            metrics.update(convergence_epochs([row["val/acc1"] for row in self.history]))
         if not is_main():  # rank 0 tests and reports; the other ranks hold the same weights
-            return {"epochs_completed": len(self.history), "metrics": metrics}
-        metrics.update(evaluate(self.model, self.data.test, self.device,
+            return {"epochs_completed": len(self.history), "metrics": metrics,
+                    "selection": selection}  # fmt: skip
+        metrics.update(evaluate(self.model, track(self.data.test, "test"), self.device,
                                 amp_dtype=self.amp_dtype, prefix="test"))  # fmt: skip
+        metrics.update(evaluate_variants(self.model, self.data.test, self.device, prefix="test",
+                                         amp_dtype=self.amp_dtype, ema_model=self.ema_model(),
+                                         tta=self.tta))  # fmt: skip
         grid = self.log_pictures(self.epochs)
         if grid is not None:
             save_png(grid, os.path.join(self.run_dir, "cams.png"))
         if self.cam_quality is not None:  # with the last weights, like test/acc1
             metrics.update(self.cam_quality(self.model, self.data, self.device))
-        last_state = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
-        unwrap(self.model).load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
-        best = evaluate(self.model, self.data.test, self.device, amp_dtype=self.amp_dtype,
-                        prefix="test")  # fmt: skip
-        metrics.update({k.replace("test/", "test_best/"): v for k, v in best.items()})
-        unwrap(self.model).load_state_dict(last_state)
+        if selection == "val":  # the best-on-val weights; without a val split there are none
+            metrics.update(self.test_best())
         metrics.pop("test/images_per_s", None)
         metrics.pop("test_best/images_per_s", None)
         train_speeds = [row["train/images_per_s"] for row in self.history]
@@ -261,23 +277,17 @@ class Trainer:
         steady = train_speeds[1:] or train_speeds
         return {
             "epochs_completed": len(self.history),
+            "selection": selection,  # "none": no validation split, hence no best.pt (#13)
             "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
             "train_images_per_s": round(sum(steady) / len(steady), 1),
             # folder datasets with on_corrupt=skip: the unreadable training images left out
             "skipped_images": getattr(self.data.train, "skipped", []),
         }
 
-
-def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring keys that do not change results."""
-    keys = sorted(set(saved) | set(current))
-    out = []
-    for key in keys:
-        if not prefix and key in VOLATILE_KEYS:
-            continue
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_difference(a, b, f"{prefix}{key}.")
-        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
-            out.append(f"{prefix}{key}")
-    return out
+    def test_best(self) -> dict:
+        last_state = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
+        unwrap(self.model).load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
+        best = evaluate(self.model, track(self.data.test, "test (best)"), self.device,
+                        amp_dtype=self.amp_dtype, prefix="test")  # fmt: skip
+        unwrap(self.model).load_state_dict(last_state)
+        return {k.replace("test/", "test_best/"): v for k, v in best.items()}

@@ -39,7 +39,7 @@ if [[ -z "${SUMMARY_ONLY:-}" ]]; then
   # 2. the students: CE (no teacher), KD (CRD weights 0.1/0.9, T=4), CCM (beta 1), KD+CCM
   jobs=()
   for seed in $SEEDS; do
-    KD=(task=kd teacher=resnet20 "teacher.ckpt=$CKPT" task.eval_teacher=false)
+    KD=(task=kd teacher.name=resnet20 "teacher.ckpt=$CKPT" task.eval_teacher=false)
     jobs+=("ce_s$seed ${STUDENT[*]} loss=[ce] seed=$seed")
     jobs+=("kd_s$seed ${STUDENT[*]} ${KD[*]} loss=[ce,kd] loss.ce.weight=0.1 loss.kd.weight=0.9 seed=$seed")
     jobs+=("ccm_s$seed ${STUDENT[*]} ${KD[*]} loss=[ce,ccm] loss.ccm.weight=1.0 seed=$seed")

@@ -1,0 +1,161 @@
+"""The checkpoint contract: what a checkpoint records about its model and its data, the one function
+that builds a model from it, and the one function that checks it against a run.
+
+A checkpoint written by a training task carries, besides the weights (``state["model"]``)::
+
+    meta["model"]   = {backbone, kwargs, small_input_stem, in_chans, num_classes, image_size,
+                       mean, std, exact_cam}           # enough to rebuild the network and feed it
+    meta["dataset"] = {name, classes}                  # what its classifier's outputs mean
+
+Every consumer (task=eval, the KD teacher, the transfer source, the few-shot backbone, the report's
+CAM pictures) reads it with :func:`read_checkpoint`, builds the network with
+:func:`build_from_spec` / :func:`model_from_checkpoint` and compares it with its run through
+:func:`check_checkpoint`; the user never restates what the checkpoint knows. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+from camexp.errors import UserError
+from camexp.models.backbone import Backbone, build_backbone
+from camexp.run.checkpoint import load_checkpoint
+
+MODEL_KEYS = ("backbone", "kwargs", "small_input_stem", "in_chans", "num_classes", "image_size",
+              "mean", "std", "exact_cam")  # fmt: skip
+DATASET_KEYS = ("name", "classes")
+# What a mismatch means, per compared fact; a caller may replace a hint (e.g. transfer's channels).
+HINTS = {
+    "backbone": "the architecture comes from the checkpoint: set the expected name to {saved} "
+    "or leave it null",
+    "small_input_stem": "the architecture comes from the checkpoint",
+    "in_chans": "its first conv expects {saved}-channel images",
+    "num_classes": "its classifier has {saved} outputs",
+    "image_size": "the input size must be the one it was trained on",
+    "mean": "the input normalisation must be the one it was trained with",
+    "std": "the input normalisation must be the one it was trained with",
+    "classes": "its outputs mean other classes",
+    "dataset": "it was trained on another dataset",
+}
+
+
+def model_spec(*, backbone: str, kwargs: dict, small_input_stem: bool, in_chans: int,
+               num_classes: int, image_size: int, mean, std, exact_cam: bool) -> dict:  # fmt: skip
+    """``meta["model"]``: plain values only (the checkpoint is loaded with weights_only=True)."""
+    return {
+        "backbone": str(backbone),
+        "kwargs": dict(kwargs),
+        "small_input_stem": bool(small_input_stem),
+        "in_chans": int(in_chans),
+        "num_classes": int(num_classes),
+        "image_size": int(image_size),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "exact_cam": bool(exact_cam),
+    }
+
+
+def dataset_identity(name: str, classes) -> dict:
+    """``meta["dataset"]``: the dataset's name and its class names in label order."""
+    return {"name": str(name), "classes": [str(c) for c in classes]}
+
+
+def read_checkpoint(path: str, role: str = "checkpoint") -> dict:
+    """Load ``path`` (plain data only) and require the weights and the contract's ``meta``."""
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), dict):
+        raise UserError(
+            f"{role} {path} holds no model weights; pass a camexp training run's "
+            "checkpoints/best.pt or last.pt"
+        )
+    meta = state.get("meta")
+    if not isinstance(meta, dict):
+        raise UserError(f"{role} {path} has no meta record; it was not written by a camexp run")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("dataset"), dict):
+        raise UserError(
+            f"{role} {path} has an older camexp meta without its model spec (meta.model, "
+            "meta.dataset); retrain it with this version of camexp"
+        )
+    missing = [f"model.{k}" for k in MODEL_KEYS if k not in meta["model"]]
+    missing += [f"dataset.{k}" for k in DATASET_KEYS if k not in meta["dataset"]]
+    if missing:
+        raise UserError(f"{role} {path}: its meta lacks {', '.join(missing)}; retrain it")
+    return state
+
+
+def build_from_spec(spec: dict, *, needs_cam: bool, num_classes: int | None = None,
+                    in_chans: int | None = None, image_size: int | None = None,
+                    drop_rate: float = 0.0) -> Backbone:  # fmt: skip
+    """The network ``spec`` (``meta["model"]``) describes, with fresh weights. Transfer gives a
+    new class count, channel count or input size; everyone else rebuilds it as it was."""
+    return build_backbone(
+        spec["backbone"],
+        spec["num_classes"] if num_classes is None else num_classes,
+        spec["in_chans"] if in_chans is None else in_chans,
+        spec["image_size"] if image_size is None else image_size,
+        needs_cam=needs_cam,
+        small_input_stem=spec["small_input_stem"],
+        drop_rate=drop_rate,
+        **spec["kwargs"],
+    )
+
+
+def model_from_checkpoint(state: dict, path: str, *, needs_cam: bool, role: str) -> Backbone:
+    """The checkpoint's network with its weights (strictly), in eval mode."""
+    spec = state["meta"]["model"]
+    if needs_cam and not spec["exact_cam"]:
+        raise UserError(
+            f"{role} {path} is a {spec['backbone']} without an exact CAM (its head is not "
+            "global-average-pool -> linear); this use needs its CAM"
+        )
+    model = build_from_spec(spec, needs_cam=needs_cam)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()  # torch: a header line, then the first problem
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
+        raise UserError(
+            f"{role} {path}: its weights do not fit the {spec['backbone']} its meta records "
+            f"({first})"
+        ) from err
+    return model.eval()
+
+
+def _same(saved, current) -> bool:
+    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
+        if len(saved) != len(current):
+            return False
+        return all(_same(a, b) for a, b in zip(saved, current, strict=True))
+    if isinstance(saved, float) or isinstance(current, float):
+        return math.isclose(float(saved), float(current), abs_tol=1e-6)
+    return saved == current
+
+
+def _show(value) -> str:
+    if isinstance(value, list | tuple) and len(value) > 4:
+        return f"[{', '.join(map(str, value[:3]))}, ... ({len(value)} in all)]"
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def check_checkpoint(
+    state: dict, path: str, *, role: str, expect: dict, hints: dict | None = None
+) -> None:
+    """The one check of a checkpoint against a run: every fact in ``expect`` (keys of
+    ``meta["model"]``, ``classes``, or ``dataset`` for the dataset's name) must equal the
+    checkpoint's; the first mismatch stops with one line naming both values and what to do."""
+    meta = state["meta"]
+    for key, current in expect.items():
+        if key == "dataset":
+            saved = meta["dataset"]["name"]
+        elif key == "classes":
+            saved = meta["dataset"]["classes"]
+        else:
+            saved = meta["model"][key]
+        if _same(saved, current):
+            continue
+        hint = {**HINTS, **(hints or {})}[key].format(saved=_show(saved), current=_show(current))
+        trained_on = meta["dataset"]["name"]
+        raise UserError(
+            f"{role} {path} ({meta['model']['backbone']} trained on {trained_on}) has "
+            f"{key}={_show(saved)}, this run has {key}={_show(current)}; {hint}"
+        )

@@ -1,0 +1,28 @@
+"""Which command-line keys leave a run's results unchanged (no torch import: camexp-report
+reads this too)."""
+
+from __future__ import annotations
+
+# Keys that change where or how a run is shown, not its results (a key and all under it):
+# left out of TensorBoard run names, and never a grouping key of camexp-report.
+RESULT_NEUTRAL_KEYS = (
+    "hydra",
+    "resume",
+    "progress",
+    "log_every",
+    "tensorboard",
+    "eval_batch_size",
+    "cam_pictures",
+    "device",
+    "checkpoint_every",
+    "paths",
+    "metrics",  # what is measured after training, not the training
+    "dataset.root",  # where the same files lie
+    "dataset.workers",
+)
+
+
+def neutral(key: str, keys=RESULT_NEUTRAL_KEYS) -> bool:
+    """``key`` is one of ``keys`` or lies under one (``metrics.images`` under ``metrics``)."""
+    key = key.lstrip("+~")
+    return any(key == k or key.startswith((k + ".", k + "/")) for k in keys)

@@ -1,0 +1,60 @@
+"""The run's top-level options, checked at the entry point before any task starts: Hydra turns
+``epochs=abc`` into a string and ``epochs=1.5`` into a float, and ``+epoch=3`` adds a key no code
+reads. Each becomes one line saying what to type instead.
+"""
+
+import difflib
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from camexp.errors import UserError
+
+# name: smallest allowed value (None: any integer)
+INTEGERS = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "seed": None, "log_every": 1,
+            "checkpoint_every": 0, "skip_nonfinite": 0, "cam_pictures": 0}  # fmt: skip
+MEANING = {"checkpoint_every": "0 saves at epoch ends only", "log_every": "steps between updates"}
+
+
+def check_integers(cfg: DictConfig) -> None:
+    for name, least in INTEGERS.items():
+        value = cfg.get(name)
+        if value is None and name == "eval_batch_size":
+            continue  # null: the training batch size
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{name}={value} must be an integer (e.g. {name}={least or 0})")
+        if least is not None and value < least:
+            why = f"; {MEANING[name]}" if name in MEANING else ""
+            raise UserError(f"{name}={value} must be >= {least}{why}")
+
+
+def check_loss(cfg: DictConfig) -> None:
+    if not cfg.get("loss"):
+        raise UserError("loss=[] leaves no loss term; pick at least one, e.g. loss=[ce]")
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str], known: set[str]) -> None:
+    """``+key=value`` may only extend a known top-level entry (``+optim.nesterov=true``); a new
+    top-level key is a typo (``+epoch=3``) that no code would read."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return  # Hydra parsed these already; nothing new to say
+    for override in parsed:
+        if not override.is_add() or override.is_force_add():
+            continue
+        top = override.key_or_group.lstrip("+").split(".")[0].split("@")[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UserError(
+                f"unknown top-level key {top!r} ({override.input_line}){hint} no part of camexp "
+                "reads it; `camexp --cfg job` lists the keys"
+            )
+
+
+def check_options(cfg: DictConfig, overrides: list[str], known: set[str]) -> None:
+    check_integers(cfg)
+    check_loss(cfg)
+    check_added_keys(cfg, overrides, known)

@@ -1,0 +1,233 @@
+"""Time to accuracy in machine-independent units: reference epochs.
+
+A **reference epoch** is the time one epoch of a bare hand-written loop takes to train the
+small-image ResNet-20 in fp32 (channels_last, SGD + Nesterov) on Fashion-MNIST at batch 128: 60,000
+images, timed in this same process. Reference windows (``--ref-steps`` steps) run before the
+recipe and after each of its epochs, so machine drift and neighbours hit both sides alike; the
+unit is the median window's images/s.
+
+The recipe is a camexp composition (``experiment=... key=value ...``) trained once per seed with
+camexp's own parts (engine.train_one_epoch, the built model, objective, optimizer, schedule,
+regularizer, EMA). Its clock counts the training steps and EMA updates only. After every epoch the
+script evaluates the **test set** with the last weights (and the EMA weights, and with TTA where
+the recipe turns them on), off the clock: a measurement only, never used to select anything.
+
+The table gives, per evaluation and per seed and for the mean over seeds, the reference epochs
+until test acc1 first reaches 93 / 94 / 94.5 %, the last-epoch accuracy, and the training FLOPs
+(torch.utils.flop_counter on one step, times the steps; forward + backward).
+
+    python scripts/bench_tta.py --seeds 0 1 2 --out docs/bench_tta.md experiment=fashion_fast
+    python scripts/bench_tta.py --seeds 0 experiment=fashion_resnet20 epochs=4
+"""
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from camexp.data.memory import random_crop, random_hflip
+from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch, tta_level
+from camexp.main import CONFIG_DIR
+from camexp.models.ema import build_weight_average
+from camexp.precision import cpu_flags, cpu_native_bf16
+from camexp.training import parts as build
+
+THRESHOLDS = (93.0, 94.0, 94.5)
+REF_IMAGES = 60_000  # Fashion-MNIST's training set: one reference epoch
+REF_BATCH = 128
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+class Reference:
+    """The bare ResNet-20 fp32 loop on the recipe's training images; ``window()`` times it."""
+
+    def __init__(self, train_loader, steps: int):
+        torch.manual_seed(0)
+        self.model = timm.create_model("resnet20", num_classes=10, in_chans=1)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9,
+                                         nesterov=True, weight_decay=5e-4)  # fmt: skip
+        self.images, self.labels = train_loader.images.cpu(), train_loader.labels.cpu()
+        self.mean, self.std = train_loader.mean.cpu(), train_loader.std.cpu()
+        self.generator = torch.Generator().manual_seed(0)
+        self.steps = steps
+        self.speeds: list[float] = []  # images/s of each timed window
+        self.step()  # warm-up: allocator, kernels
+
+    def step(self) -> None:
+        index = torch.randint(0, len(self.labels), (REF_BATCH,), generator=self.generator)
+        images = self.images[index].float()  # (B, 1, 28, 28)
+        images = random_hflip(random_crop(images, 2, self.generator), self.generator)
+        images = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(self.model(images), self.labels[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def window(self) -> None:
+        self.model.train()
+        start = time.perf_counter()
+        for _ in range(self.steps):
+            self.step()
+        self.speeds.append(self.steps * REF_BATCH / (time.perf_counter() - start))
+
+    def epoch_seconds(self) -> float:
+        return REF_IMAGES / statistics.median(self.speeds)
+
+
+def training_flops(model, objective, regularizer, loader, amp) -> int:
+    """FLOPs of one training step (forward, loss, backward) on a copy of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).train()
+    images, labels = next(iter(loader))
+    images, targets = regularizer(images, labels)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(images.device, amp):
+            total, _ = objective(model(images), None, targets)
+        total.backward()
+    return counter.get_total_flops()
+
+
+def run_seed(overrides: list[str], seed: int, reference: Reference | None, device) -> dict:
+    cfg = compose_cfg([*overrides, f"seed={seed}"])
+    build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
+    data = build.build_data(cfg, device)
+    if reference is None:
+        reference = Reference(data.train, 0)
+    objective = build.build_loss(cfg).to(device)
+    model = build.build_model(cfg, data, objective.needs_cam, device)
+    optimizer = build.build_optimizer(cfg, model)
+    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
+    regularizer = build.build_regularizer(cfg, data.num_classes)
+    amp = build.amp_dtype(str(cfg.amp), device)
+    ema = build_weight_average(model, decay=float(cfg.ema.decay), every=int(cfg.ema.every),
+                               warmup=bool(cfg.ema.warmup))  # fmt: skip
+    tta = tta_level(str(cfg.tta))
+    flops = training_flops(model, objective, regularizer, data.train, amp)
+    flops *= len(data.train) * int(cfg.epochs)
+    clock, curves = 0.0, {}
+    for epoch in range(int(cfg.epochs)):
+        start = time.perf_counter()
+        train_one_epoch(model, objective, data.train, optimizer, scheduler, regularizer, device,
+                        epoch=epoch, meter=EpochMeter(device), amp_dtype=amp,
+                        after_step=(lambda m: ema.step(model)) if ema else None)  # fmt: skip
+        clock += time.perf_counter() - start
+        # measurement only (never selection): the test set with the last weights of this epoch
+        row = {"seconds": clock}
+        evaluated = {"test": model, **({"test_ema": ema.module} if ema else {})}
+        for name, net in evaluated.items():
+            row[name] = evaluate(net, data.test, device, amp_dtype=amp)["val/acc1"]
+            if tta:
+                row[f"{name}_tta"] = evaluate(net, data.test, device, amp_dtype=amp,
+                                              tta=tta)["val/acc1"]  # fmt: skip
+        for key, value in row.items():
+            curves.setdefault(key, []).append(value)
+        if reference.steps:
+            reference.window()
+            row["ref_epoch_s"] = REF_IMAGES / reference.speeds[-1]  # this window's, for the log
+        shown = "  ".join(f"{k}={v:.2f}" for k, v in row.items())
+        print(f"seed {seed} epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+    return {"curves": curves, "flops": flops, "epochs": int(cfg.epochs)}
+
+
+def first_crossing(accuracies: list[float], seconds: list[float], threshold: float):
+    for acc, t in zip(accuracies, seconds, strict=True):
+        if acc >= threshold:
+            return t
+    return None
+
+
+def mean_curve(curves: list[list[float]]) -> list[float]:
+    return [statistics.mean(values) for values in zip(*curves, strict=True)]
+
+
+def table(runs: dict, ref_s: float, header: list[str]) -> str:
+    """Markdown: one row per (evaluation, seed) and per evaluation for the mean over seeds."""
+
+    def cell(t):
+        return "not reached" if t is None else f"{t / ref_s:.2f}"
+
+    keys = [k for k in next(iter(runs.values()))["curves"] if k.startswith("test")]
+    cols = [f"ref-epochs to {t:g} %" for t in THRESHOLDS]
+    lines = [*header, "", f"| weights | seed | {' | '.join(cols)} | last-epoch acc1 | "
+             "train time (ref epochs) | train TFLOPs |",
+             "|" + "---|" * (len(cols) + 5)]  # fmt: skip
+    for key in keys:
+        for seed, run in runs.items():
+            c = run["curves"]
+            lines.append(f"| {key} | {seed} | "
+                         + " | ".join(cell(first_crossing(c[key], c["seconds"], t))
+                                      for t in THRESHOLDS)
+                         + f" | {c[key][-1]:.2f} | {c['seconds'][-1] / ref_s:.2f}"
+                         f" | {run['flops'] / 1e12:.2f} |")  # fmt: skip
+        if len(runs) > 1:
+            mean_acc = mean_curve([r["curves"][key] for r in runs.values()])
+            mean_s = mean_curve([r["curves"]["seconds"] for r in runs.values()])
+            flops = statistics.mean(r["flops"] for r in runs.values())
+            lines.append(f"| {key} | **mean** | "
+                         + " | ".join(cell(first_crossing(mean_acc, mean_s, t))
+                                      for t in THRESHOLDS)
+                         + f" | {mean_acc[-1]:.2f} | {mean_s[-1] / ref_s:.2f}"
+                         f" | {flops / 1e12:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--ref-steps", type=int, default=40,
+                        help="reference steps per timed window (one window before the recipe, "
+                             "one after each epoch)")  # fmt: skip
+    parser.add_argument("--out", default=None, help="write the markdown table here")
+    parser.add_argument("overrides", nargs="*", help="camexp overrides, e.g. experiment=X")
+    args = parser.parse_args(argv)
+    device = build.resolve_device("auto")
+    first = compose_cfg([*args.overrides, f"seed={args.seeds[0]}"])
+    reference = Reference(build.build_data(first, device).train, args.ref_steps)
+    if args.ref_steps:
+        reference.window()
+    runs = {seed: run_seed(args.overrides, seed, reference, device) for seed in args.seeds}
+    ref_s = reference.epoch_seconds() if args.ref_steps else float("nan")
+    flags = cpu_flags()
+    native = cpu_native_bf16(flags)
+    header = [
+        f"### `{' '.join(args.overrides) or '(defaults)'}`, seeds {args.seeds}",
+        "",
+        f"CPU: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}, native bf16: "
+        f"{', '.join(native) or 'no'}), {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, device {device}. Reference epoch: {ref_s:.1f} s (bare ResNet-20 "
+        f"fp32 loop, batch {REF_BATCH}, {REF_IMAGES} images; median of "
+        f"{len(reference.speeds)} windows of {args.ref_steps} steps). Test accuracy is "
+        "measured after each epoch with that epoch's weights, never used for selection.",
+    ]
+    text = table(runs, ref_s, header)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
