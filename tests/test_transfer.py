@@ -333,3 +333,15 @@ def test_two_process_gloo_transfer_completes(smoke_source, tmp_path):
     assert sorted(os.listdir(tmp_path / "t" / "checkpoints")) == ["best.pt", "last.pt"]
     state = load_checkpoint(str(tmp_path / "t" / "checkpoints" / "last.pt"))
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP
+
+
+@pytest.mark.parametrize("content", ['{"status": "compl', "[1, 2]"])
+def test_a_damaged_source_results_json_is_one_line(tmp_path, content):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match="transfer source's .*results.json") as err:
+        transfer_task.read_source_results(str(path))
+    assert "\n" not in str(err.value)
+    assert transfer_task.read_source_results(str(tmp_path / "absent.json")) is None
+    path.write_text('{"status": "completed", "seed": 3}')
+    assert transfer_task.read_source_results(str(path)) == {"status": "completed", "seed": 3}

@@ -48,11 +48,27 @@ def read_source(cfg: DictConfig) -> tuple[dict | None, dict]:
     path = os.path.abspath(str(path))
     state = read_checkpoint(path, ROLE)
     results_path = os.path.join(os.path.dirname(os.path.dirname(path)), "results.json")
-    results = None
-    if os.path.isfile(results_path):
-        with open(results_path) as f:
+    return state, source_summary(state, path, read_source_results(results_path))
+
+
+def read_source_results(path: str) -> dict | None:
+    """The source run's results.json (provenance for grouping), or None when it has none."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
             results = json.load(f)
-    return state, source_summary(state, path, results)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(
+            f"the transfer source's {path} is not readable JSON ({err}); repair or delete it "
+            "(it only records where the source came from)"
+        ) from err
+    if not isinstance(results, dict):
+        raise UserError(
+            f"the transfer source's {path} holds a JSON {type(results).__name__}, not a camexp "
+            "results object; repair or delete it"
+        )
+    return results
 
 
 def source_model(state: dict | None, source: dict):
