@@ -13,6 +13,16 @@ from camexp.run.distributed import is_main
 from camexp.run.tracking import peak_rss_mb, versions, write_json_atomic
 
 
+def resolved_or_raw(cfg: DictConfig) -> dict:
+    """The config with interpolations resolved (a KD pair's CAT-KD weight as its number, not
+    ``${oc.select:...}``), or as written when a value cannot be resolved (the run then fails on
+    that value with its own one-line error, and results.json still records what was asked)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001  (any resolver error: the raw config is still a record)
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 class RunRecord:
     def __init__(self, run_dir: str, cfg: DictConfig, overrides: list[str]):
         self.run_dir = run_dir
@@ -21,7 +31,7 @@ class RunRecord:
         self.base = {
             "task": str(cfg.task.name),
             "overrides": list(overrides),
-            "config": OmegaConf.to_container(cfg, resolve=False),
+            "config": resolved_or_raw(cfg),
             "versions": versions(),
         }
         if is_main():
