@@ -33,6 +33,24 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+def training_parts(cfg, data, device):
+    """What engine.train_one_epoch runs on, built as the tasks build it (also scripts/bench_tta.py):
+    (objective, model, optimizer, scheduler, regularizer, autocast dtype)."""
+    objective = build.build_loss(cfg).to(device)
+    model = build.build_model(cfg, data, objective.needs_cam, device)
+    optimizer = build.build_optimizer(cfg, model)
+    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
+    regularizer = build.build_regularizer(cfg, data.num_classes)
+    return (
+        objective,
+        model,
+        optimizer,
+        scheduler,
+        regularizer,
+        build.amp_dtype(str(cfg.amp), device),
+    )
+
+
 class Steps:
     """The first ``n`` batches of a loader, re-iterable (one timed window)."""
 
@@ -48,12 +66,7 @@ class Steps:
 
 def camexp_step_fn(cfg, data, device, steps: int, teacher=None):
     """A window of camexp's own training loop: engine.train_one_epoch and the real parts."""
-    objective = build.build_loss(cfg).to(device)
-    model = build.build_model(cfg, data, objective.needs_cam, device)
-    optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
-    amp = build.amp_dtype(str(cfg.amp), device)
+    objective, model, optimizer, scheduler, regularizer, amp = training_parts(cfg, data, device)
 
     def window():
         train_one_epoch(model, objective, Steps(data.train, steps), optimizer, scheduler,

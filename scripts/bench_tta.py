@@ -30,23 +30,19 @@ import time
 import timm
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch, tta_level
-from camexp.main import CONFIG_DIR
 from camexp.models.ema import build_weight_average
 from camexp.precision import cpu_flags, cpu_native_bf16
 from camexp.training import parts as build
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py
+from bench import compose_cfg, training_parts  # noqa: E402
+
 THRESHOLDS = (93.0, 94.0, 94.5)
 REF_IMAGES = 60_000  # Fashion-MNIST's training set: one reference epoch
 REF_BATCH = 128
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 class Reference:
@@ -106,12 +102,7 @@ def run_seed(overrides: list[str], seed: int, reference: Reference | None, devic
     data = build.build_data(cfg, device)
     if reference is None:
         reference = Reference(data.train, 0)
-    objective = build.build_loss(cfg).to(device)
-    model = build.build_model(cfg, data, objective.needs_cam, device)
-    optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
-    amp = build.amp_dtype(str(cfg.amp), device)
+    objective, model, optimizer, scheduler, regularizer, amp = training_parts(cfg, data, device)
     ema = build_weight_average(model, decay=float(cfg.ema.decay), every=int(cfg.ema.every),
                                warmup=bool(cfg.ema.warmup))  # fmt: skip
     tta = tta_level(str(cfg.tta))
