@@ -130,6 +130,8 @@ def train_one_epoch(
             meter.update(total, parts, student.logits, targets)
         if after_step is not None:
             after_step(meter)
+    if hasattr(optimizer, "sync_lookahead"):  # as timm's train.py: slow weights at each epoch end
+        optimizer.sync_lookahead()
     stats = meter.summary()
     stats["lr"] = optimizer.param_groups[0]["lr"]
     return stats

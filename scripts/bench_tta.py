@@ -16,12 +16,15 @@ The table gives, per evaluation and per seed and for the mean over seeds, the re
 until test acc1 first reaches 93 / 94 / 94.5 %, the last-epoch accuracy, and the training FLOPs
 (torch.utils.flop_counter on one step, times the steps; forward + backward).
 
-    python scripts/bench_tta.py --seeds 0 1 2 --out docs/bench_tta.md experiment=fashion_fast
+    python scripts/bench_tta.py --seeds 0 1 2 --cache outputs/bench --out docs/bench_tta.md \
+        experiment=fashion_fast
     python scripts/bench_tta.py --seeds 0 experiment=fashion_resnet20 epochs=4
 """
 
 import argparse
 import copy
+import hashlib
+import json
 import os
 import statistics
 import sys
@@ -78,9 +81,6 @@ class Reference:
             self.step()
         self.speeds.append(self.steps * REF_BATCH / (time.perf_counter() - start))
 
-    def epoch_seconds(self) -> float:
-        return REF_IMAGES / statistics.median(self.speeds)
-
 
 def training_flops(model, objective, regularizer, loader, amp) -> int:
     """FLOPs of one training step (forward, loss, backward) on a copy of the model."""
@@ -96,12 +96,12 @@ def training_flops(model, objective, regularizer, loader, amp) -> int:
     return counter.get_total_flops()
 
 
-def run_seed(overrides: list[str], seed: int, reference: Reference | None, device) -> dict:
+def run_seed(
+    overrides: list[str], seed: int, reference: Reference, device, eval_every: int = 1
+) -> dict:
     cfg = compose_cfg([*overrides, f"seed={seed}"])
     build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
     data = build.build_data(cfg, device)
-    if reference is None:
-        reference = Reference(data.train, 0)
     objective, model, optimizer, scheduler, regularizer, amp = training_parts(cfg, data, device)
     ema = build_weight_average(model, decay=float(cfg.ema.decay), every=int(cfg.ema.every),
                                warmup=bool(cfg.ema.warmup))  # fmt: skip
@@ -115,6 +115,8 @@ def run_seed(overrides: list[str], seed: int, reference: Reference | None, devic
                         epoch=epoch, meter=EpochMeter(device), amp_dtype=amp,
                         after_step=(lambda m: ema.step(model)) if ema else None)  # fmt: skip
         clock += time.perf_counter() - start
+        if (epoch + 1) % eval_every and epoch + 1 < int(cfg.epochs):
+            continue  # evaluated every `eval_every` epochs and after the last
         # measurement only (never selection): the test set with the last weights of this epoch
         row = {"seconds": clock}
         evaluated = {"test": model, **({"test_ema": ema.module} if ema else {})}
@@ -175,13 +177,61 @@ def table(runs: dict, ref_s: float, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_identity(args, seed: int, device) -> dict:
+    """What a cached seed must match to be reused: the recipe, the measurement and the machine."""
+    return {"overrides": list(args.overrides), "seed": seed, "eval_every": args.eval_every,
+            "ref_steps": args.ref_steps, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device)}  # fmt: skip
+
+
+def cache_path(cache: str, identity: dict) -> str:
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache, f"seed{identity['seed']}-{digest}.json")
+
+
+def load_cached(cache: str | None, identity: dict) -> dict | None:
+    if not cache or not os.path.exists(cache_path(cache, identity)):
+        return None
+    with open(cache_path(cache, identity)) as f:
+        saved = json.load(f)
+    if saved.get("identity") != identity:  # a hash collision or a hand-edited file
+        return None
+    print(f"seed {identity['seed']}: reusing {cache_path(cache, identity)}", file=sys.stderr)
+    return saved["run"]
+
+
+def save_cached(cache: str | None, identity: dict, run: dict) -> None:
+    """Written whole or not at all (a temporary file renamed), so a kill leaves no half seed."""
+    if not cache:
+        return
+    os.makedirs(cache, exist_ok=True)
+    path = cache_path(cache, identity)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"identity": identity, "run": run}, f)
+    os.replace(path + ".tmp", path)
+
+
 def cpu_name() -> str:
+    """The model name, with AMD's family/model and Zen generation (the VMs here say "AMD EPYC")."""
+    fields = {}
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor is enough
+    name = fields.get("model name", "unknown CPU")
+    family, model = fields.get("cpu family"), fields.get("model")
+    if family is None or model is None:
+        return name
+    zen = ""
+    if "AMD" in name and family == "25":  # Zen 3: Milan 0x01, Vermeer 0x21, Cezanne 0x50 ...
+        zen4 = (*range(0x10, 0x20), *range(0x60, 0x80), *range(0xA0, 0xB0))  # Genoa 0x11 ...
+        zen = "Zen 4" if int(model) in zen4 else "Zen 3"
+    elif "AMD" in name and family == "26":
+        zen = "Zen 5"
+    return f"{name} (family {family} model {model}{': ' + zen if zen else ''})"
 
 
 def main(argv=None) -> str:
@@ -190,16 +240,33 @@ def main(argv=None) -> str:
     parser.add_argument("--ref-steps", type=int, default=40,
                         help="reference steps per timed window (one window before the recipe, "
                              "one after each epoch)")  # fmt: skip
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="evaluate the test set every N epochs and after the last (time to "
+                             "accuracy is then resolved to N epochs)")  # fmt: skip
     parser.add_argument("--out", default=None, help="write the markdown table here")
+    parser.add_argument("--cache", default=None,
+                        help="keep each finished seed here (JSON) and reuse it: the same command "
+                             "continues an interrupted sweep on the same machine")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="camexp overrides, e.g. experiment=X")
     args = parser.parse_args(argv)
     device = build.resolve_device("auto")
-    first = compose_cfg([*args.overrides, f"seed={args.seeds[0]}"])
-    reference = Reference(build.build_data(first, device).train, args.ref_steps)
-    if args.ref_steps:
-        reference.window()
-    runs = {seed: run_seed(args.overrides, seed, reference, device) for seed in args.seeds}
-    ref_s = reference.epoch_seconds() if args.ref_steps else float("nan")
+    runs, speeds, reference = {}, [], None
+    for seed in args.seeds:
+        identity = run_identity(args, seed, device)
+        cached = load_cached(args.cache, identity)
+        if cached is None:
+            if reference is None:  # built only when a seed has to run
+                first = compose_cfg([*args.overrides, f"seed={seed}"])
+                reference = Reference(build.build_data(first, device).train, args.ref_steps)
+            done = len(reference.speeds)
+            if args.ref_steps:
+                reference.window()  # one window before each seed's recipe
+            cached = run_seed(args.overrides, seed, reference, device, args.eval_every)
+            cached["ref_speeds"] = reference.speeds[done:]
+            save_cached(args.cache, identity, cached)
+        runs[seed] = cached
+        speeds += cached["ref_speeds"]
+    ref_s = REF_IMAGES / statistics.median(speeds) if speeds else float("nan")
     flags = cpu_flags()
     native = cpu_native_bf16(flags)
     header = [
@@ -209,8 +276,9 @@ def main(argv=None) -> str:
         f"{', '.join(native) or 'no'}), {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, device {device}. Reference epoch: {ref_s:.1f} s (bare ResNet-20 "
         f"fp32 loop, batch {REF_BATCH}, {REF_IMAGES} images; median of "
-        f"{len(reference.speeds)} windows of {args.ref_steps} steps). Test accuracy is "
-        "measured after each epoch with that epoch's weights, never used for selection.",
+        f"{len(speeds)} windows of {args.ref_steps} steps). Test accuracy is measured every "
+        f"{args.eval_every} epoch(s) and after the last, with that epoch's weights, never used "
+        "for selection.",
     ]
     text = table(runs, ref_s, header)
     print(text)

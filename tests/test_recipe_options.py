@@ -210,6 +210,27 @@ def test_the_benchmark_writes_a_table(tmp_path):
     assert "CPU:" in text and "native bf16" in text
 
 
+def test_the_benchmark_resumes_from_its_cache(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_tta
+    finally:
+        sys.path.pop(0)
+    args = ["--seeds", "0", "1", "--ref-steps", "1", "--cache", str(tmp_path / "cache"),
+            "debug=smoke", "backbone=airnet", "metrics=none", "optim.lookahead.k=3",
+            "dataset.hflip=alternate", "optim.lr_scaling.rule=linear"]  # fmt: skip
+    first = bench_tta.main(args)
+    saved = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(saved) == 2 and all(name.endswith(".json") for name in saved)
+    capsys.readouterr()
+    again = bench_tta.main(args)  # nothing left to train: both seeds come from the cache
+    assert again == first
+    assert capsys.readouterr().err.count("reusing") == 2
+    other = bench_tta.main([*args[:1], "0", *args[3:], "optim.lookahead.k=2"])
+    assert "reusing" not in capsys.readouterr().err  # another recipe is another run
+    assert "optim.lookahead.k=2" in other
+
+
 def compose(*overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

@@ -3,9 +3,18 @@
 No per-sample Python and no PIL: a batch is gathered by index, random-cropped with zero padding
 and flipped with one vectorised op each, then normalised. The shuffling and augmentation draw
 from one ``torch.Generator`` per loader, whose state is saved in checkpoints.
+
+``hflip="alternate"`` is airbench's alternating flip (KellerJordan/cifar10-airbench): each image
+gets one random flip bit, drawn once from the seed; even epochs (the first is 0) show the images
+as that bit says, odd epochs the other way round. Every image is seen both ways within any two
+consecutive epochs, where independent random flips repeat an orientation a quarter of the time.
 """
 
 import torch
+
+from camexp.errors import UserError
+
+FLIP_MODES = (False, True, "alternate")
 
 
 class InMemoryLoader:
@@ -21,7 +30,7 @@ class InMemoryLoader:
         std: tuple[float, ...],
         train: bool,
         crop_padding: int = 0,
-        hflip: bool = False,
+        hflip: bool | str = False,
         drop_last: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
@@ -34,7 +43,11 @@ class InMemoryLoader:
         self.batch_size = batch_size
         self.train = train
         self.crop_padding = crop_padding if train else 0
-        self.hflip = hflip and train
+        if hflip not in FLIP_MODES:
+            raise UserError(
+                f"dataset.hflip={hflip!r} is not an option; use true, false or alternate"
+            )
+        self.hflip = hflip if train else False
         self.drop_last = drop_last
         self.channels_last = channels_last
         shape = (1, -1, 1, 1)
@@ -51,6 +64,13 @@ class InMemoryLoader:
             self.aug_generator = torch.Generator().manual_seed(seed + 7919 * (self.rank + 1))
         self.order: torch.Tensor | None = None  # this epoch's permutation
         self.position = 0  # batches of this epoch already handed out
+        self.epochs_begun = 0  # training epochs started (the alternating flip's parity)
+        self.flip_bits = None
+        if self.hflip == "alternate":  # one fixed random bit per image, the same on every rank
+            flip_generator = torch.Generator().manual_seed(seed + 104729)
+            self.flip_bits = (torch.rand(len(self.labels), generator=flip_generator) < 0.5).to(
+                self.device
+            )
         self.resume_pending = False  # set by load_state_dict of a mid-epoch state
 
     def __len__(self) -> int:
@@ -65,6 +85,7 @@ class InMemoryLoader:
             "aug_generator": self.aug_generator.get_state(),
             "order": self.order.cpu() if mid_epoch else None,
             "position": self.position if mid_epoch else 0,
+            "epochs_begun": self.epochs_begun,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -73,6 +94,7 @@ class InMemoryLoader:
         order = state["order"]
         self.order = order.to(self.device) if order is not None else None
         self.position = state["position"]
+        self.epochs_begun = state.get("epochs_begun", 0)  # absent in checkpoints before it
         self.resume_pending = self.order is not None
 
     def __iter__(self):
@@ -82,6 +104,7 @@ class InMemoryLoader:
             self.resume_pending = False
         elif self.train:
             order, first = torch.randperm(n, generator=self.generator).to(self.device), 0
+            self.epochs_begun += 1
         else:
             order, first = torch.arange(n, device=self.device), 0
         self.order = order
@@ -92,7 +115,10 @@ class InMemoryLoader:
             images = self.images[index].float()  # (B, C, H, W)
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding, self.aug_generator)
-            if self.hflip:
+            if self.hflip == "alternate":
+                odd_epoch = (self.epochs_begun - 1) % 2 == 1
+                images = flip_where(images, self.flip_bits[index] ^ odd_epoch)
+            elif self.hflip:
                 images = random_hflip(images, self.aug_generator)
             images = (images - self.mean) / self.std
             if self.channels_last:
@@ -114,4 +140,9 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
+    return flip_where(images, flip)
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """``images`` (B, C, H, W) mirrored left-right where the bool ``flip`` (B,) is set."""
     return torch.where(flip[:, None, None, None], images.flip(3), images)

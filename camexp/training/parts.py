@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from timm.optim import Lookahead
 from torch.utils.data import Subset
 
 from camexp.data.folder import box_transform, folder_loader, folder_transform
@@ -121,7 +122,7 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
     eval_batch = int(cfg.get("eval_batch_size") or cfg.batch_size)
     train = InMemoryLoader(
         full.images[train_idx], full.labels[train_idx], local_batch(int(cfg.batch_size)),
-        train=True, crop_padding=int(d.crop_padding), hflip=bool(d.hflip), drop_last=True,
+        train=True, crop_padding=int(d.crop_padding), hflip=d.hflip, drop_last=True,
         seed=int(cfg.seed), shard=(rank(), world_size()), **common,
     )  # fmt: skip
     if len(train) == 0:
@@ -267,12 +268,44 @@ def configured_param_groups(cfg: DictConfig, model: torch.nn.Module) -> list[dic
     return param_groups(model, float(cfg.optim.weight_decay), bool(cfg.optim.decay_norm_and_bias))
 
 
+CAMEXP_OPTIM_KEYS = ("decay_norm_and_bias", "lookahead", "lr_scaling")  # not the optimizer's
+
+
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, groups: list | None = None):
-    """``cfg.optim`` over ``groups`` (default: :func:`configured_param_groups`)."""
+    """``cfg.optim`` over ``groups`` (default: :func:`configured_param_groups`), every group's lr
+    scaled by :func:`lr_scale`, wrapped in timm's Lookahead when ``optim.lookahead.k > 0``."""
     spec = OmegaConf.to_container(cfg.optim, resolve=True)
-    spec.pop("decay_norm_and_bias")
+    camexp_keys = {key: spec.pop(key, None) for key in CAMEXP_OPTIM_KEYS}
     groups = configured_param_groups(cfg, model) if groups is None else groups
-    return call_partial("optim", instantiate(spec), groups)
+    optimizer = call_partial("optim", instantiate(spec), groups)
+    scale = lr_scale(camexp_keys["lr_scaling"], int(cfg.batch_size))
+    for group in optimizer.param_groups:  # before the scheduler reads them as initial_lr
+        group["lr"] *= scale
+    if scale != 1.0:
+        log.info("optim: lr x %.4g for batch %d (lr_scaling %s)", scale, int(cfg.batch_size),
+                 camexp_keys["lr_scaling"])  # fmt: skip
+    lookahead = camexp_keys["lookahead"] or {"k": 0}
+    if int(lookahead["k"]) > 0:
+        alpha, k = float(lookahead["alpha"]), int(lookahead["k"])
+        optimizer = call_partial("optim.lookahead", Lookahead, optimizer, alpha=alpha, k=k)
+    return optimizer
+
+
+def lr_scale(scaling: dict | None, batch_size: int) -> float:
+    """The factor on every configured lr for a global batch of ``batch_size``: 1 (``none``),
+    ``batch_size / base_batch`` (``linear``, Goyal et al. 2017) or its square root (``sqrt``)."""
+    rule = (scaling or {}).get("rule", "none")
+    if rule == "none":
+        return 1.0
+    if rule not in ("linear", "sqrt"):
+        raise UserError(
+            f"optim.lr_scaling.rule={rule!r} is not an option; use none, linear or sqrt"
+        )
+    base = int(scaling["base_batch"])
+    if base <= 0:
+        raise UserError(f"optim.lr_scaling.base_batch={base} must be a positive batch size")
+    ratio = batch_size / base
+    return ratio if rule == "linear" else ratio**0.5
 
 
 def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
