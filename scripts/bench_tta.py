@@ -247,6 +247,8 @@ def main(argv=None) -> str:
     parser.add_argument("--cache", default=None,
                         help="keep each finished seed here (JSON) and reuse it: the same command "
                              "continues an interrupted sweep on the same machine")  # fmt: skip
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: tabulate the seeds found in --cache")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="camexp overrides, e.g. experiment=X")
     args = parser.parse_args(argv)
     device = build.resolve_device("auto")
@@ -254,6 +256,8 @@ def main(argv=None) -> str:
     for seed in args.seeds:
         identity = run_identity(args, seed, device)
         cached = load_cached(args.cache, identity)
+        if cached is None and args.cached_only:
+            continue
         if cached is None:
             if reference is None:  # built only when a seed has to run
                 first = compose_cfg([*args.overrides, f"seed={seed}"])
@@ -266,11 +270,14 @@ def main(argv=None) -> str:
             save_cached(args.cache, identity, cached)
         runs[seed] = cached
         speeds += cached["ref_speeds"]
+    if not runs:
+        print(f"bench_tta: no cached seed of {args.seeds} for these overrides", file=sys.stderr)
+        return ""
     ref_s = REF_IMAGES / statistics.median(speeds) if speeds else float("nan")
     flags = cpu_flags()
     native = cpu_native_bf16(flags)
     header = [
-        f"### `{' '.join(args.overrides) or '(defaults)'}`, seeds {args.seeds}",
+        f"### `{' '.join(args.overrides) or '(defaults)'}`, seeds {list(runs)}",
         "",
         f"CPU: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}, native bf16: "
         f"{', '.join(native) or 'no'}), {torch.get_num_threads()} threads, torch "

@@ -170,3 +170,17 @@ def test_bad_flip_mode_is_refused():
     with pytest.raises(UserError, match="dataset.hflip='sometimes'"):
         InMemoryLoader(asymmetric_images(4), torch.zeros(4, dtype=torch.long), 2, mean=(0.0,),
                        std=(1.0,), train=True, hflip="sometimes")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- whitening ablation
+def test_airnet_without_whitening_trains_a_stem_of_the_same_shape():
+    import timm
+
+    whitened = timm.create_model("airnet", num_classes=10, in_chans=1)
+    plain = timm.create_model("airnet", num_classes=10, in_chans=1, whiten=False)
+    names = {n for n, p in plain.named_parameters() if n.startswith("conv1.")}
+    assert names == {"conv1.weight", "conv1.bias"}  # trains; the whitened stem trains its bias only
+    assert {n for n, _ in whitened.named_parameters() if n.startswith("conv1.")} == {"conv1.bias"}
+    assert plain.conv1.weight.shape == whitened.conv1.weight.shape == (8, 1, 2, 2)
+    x = torch.randn(2, 1, 28, 28)
+    assert plain(x).shape == whitened.train()(x).shape == (2, 10)

@@ -5,7 +5,7 @@ The shape follows Keller Jordan's airbench (github.com/KellerJordan/cifar10-airb
 * a **whitened first layer**: a frozen ``k x k`` convolution (no padding) whose ``2 * C * k^2``
   filters are the eigenvectors ``v_i / sqrt(lambda_i + eps)`` of the covariance of the training
   images' ``k x k`` patches, and their negatives (so a following ReLU/GELU loses nothing);
-  only its bias trains;
+  only its bias trains (``whiten=False``: a trainable convolution of the same shape instead);
 * three **conv groups** ``conv3x3 -> maxpool 2 -> BN -> act -> (conv3x3 -> BN -> act) x (depth-1)``
   of widths ``widths`` (airbench: 64/256/256 for CIFAR-10; here 32/64/128 by default, which fits
   about four ResNet-20 epochs of compute into fifteen);
@@ -102,6 +102,7 @@ class AirNet(_SmallNet):
         widths: tuple[int, int, int] = (32, 64, 128),
         depth: int = 2,
         whiten_kernel: int = 2,
+        whiten: bool = True,
         act: str = "gelu",
         final_pool: bool = True,
         num_classes: int = 10,
@@ -117,9 +118,13 @@ class AirNet(_SmallNet):
             raise UserError(f"airnet needs 3 widths and depth >= 1, got {widths}, {depth}")
         activation = ACTIVATIONS[act]
         self._stage_chs = tuple(widths)
-        self.conv1 = Whiten(in_chans, whiten_kernel)
+        stem_chs = 2 * in_chans * whiten_kernel * whiten_kernel
+        if whiten:
+            self.conv1 = Whiten(in_chans, whiten_kernel)
+        else:  # the ablation: the same shape, trained from a random init
+            self.conv1 = nn.Conv2d(in_chans, stem_chs, whiten_kernel, bias=True)
         self.act = activation()
-        self.layer1 = ConvGroup(self.conv1.out_chs, widths[0], depth, activation, pool=True)
+        self.layer1 = ConvGroup(stem_chs, widths[0], depth, activation, pool=True)
         self.layer2 = ConvGroup(widths[0], widths[1], depth, activation, pool=True)
         self.layer3 = ConvGroup(widths[1], widths[2], depth, activation, pool=final_pool)
         self._finish(widths[2], num_classes, in_chans, drop_rate)

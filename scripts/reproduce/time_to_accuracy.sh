@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 17: time to accuracy in reference epochs (scripts/bench_tta.py) for the fast recipe, the
+# options it is built from, and the recipe it replaces; one markdown table per entry, gathered in
+# $OUT/tables.md (pasted into docs/results.md, "Time to accuracy").
+#   scripts/reproduce/time_to_accuracy.sh [OUT_DIR] [ENTRY ...]
+#   scripts/reproduce/time_to_accuracy.sh outputs/tta fast 'ablation-*'   # only these entries
+# A resumable sweep: every finished (recipe, seed) is kept in $OUT/cache, so the same command
+# continues after an interruption (a seed that was cut short runs again from its start). Cached
+# seeds are reused only on the same CPU model, thread count and torch version.
+# Two jobs run at once with one thread each (JOBS, default 2: one per core of the 2-core machines
+# this project runs on); the reference epoch is timed inside each job, under the same load.
+# Runtime on the Zen 3 (2 cores, 1 thread per job): see docs/results.md, "Time to accuracy".
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-outputs/reproduce/time_to_accuracy}
+shift || true
+PYTHON=${PYTHON:-.venv/bin/python}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OPTS=(ema.decay=0.99 ema.every=5 tta=flip_translate)   # EMA and TTA are evaluated beside test/*
+MAIN=(experiment=fashion_resnet20 "${OPTS[@]}")         # the main job (8 AirNet epochs)
+
+# name | seeds | eval every N epochs | overrides
+ENTRIES=(
+  "fast|0 1 2|4|experiment=fashion_fast"
+  "ablation-base|0|8|${MAIN[*]}"
+  "ablation-lookahead|0|8|${MAIN[*]} optim.lookahead.k=5"
+  "ablation-altflip|0|8|${MAIN[*]} dataset.hflip=alternate"
+  "ablation-batch512|0|8|${MAIN[*]} batch_size=512 optim.lr_scaling.rule=linear"
+  "ablation-no-whitening|0|8|${MAIN[*]} backbone.kwargs.whiten=false"
+  "ablation-no-label-smoothing|0|8|${MAIN[*]} regularizer=none"
+  "fast-long|0 1 2|8|experiment=fashion_fast epochs=64"
+  "before|0|19|experiment=fashion_fast backbone=resnet20 epochs=19 ema.decay=0 tta=none"
+)
+
+selected() {  # NAME [PATTERN ...] -> 0 if a pattern matches NAME (no patterns: all)
+  [ $# -eq 1 ] && return 0
+  local name=$1 asked
+  shift
+  for asked in "$@"; do [[ $name == $asked ]] && return 0; done  # a glob: 'ablation-*'
+  return 1
+}
+
+mkdir -p "$OUT/cache"
+jobs=()
+for entry in "${ENTRIES[@]}"; do
+  IFS='|' read -r name seeds every overrides <<<"$entry"
+  selected "$name" "$@" || continue
+  for seed in $seeds; do  # one job per seed; a cached seed returns at once
+    jobs+=("--seeds $seed --eval-every $every --cache $OUT/cache $overrides")
+  done
+done
+printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c \
+  "$PYTHON scripts/bench_tta.py {} >/dev/null 2>>'$OUT/log.txt' || echo 'failed: {}' >&2"
+
+: >"$OUT/tables.md"  # every seed is cached now: the tables are rebuilt whole
+for entry in "${ENTRIES[@]}"; do
+  IFS='|' read -r name seeds every overrides <<<"$entry"
+  selected "$name" "$@" || continue
+  # shellcheck disable=SC2086
+  "$PYTHON" scripts/bench_tta.py --seeds $seeds --eval-every "$every" --cache "$OUT/cache" \
+    --cached-only --out "$OUT/tables.md" $overrides >/dev/null 2>>"$OUT/log.txt" || true
+done
+cat "$OUT/tables.md"
