@@ -33,6 +33,7 @@ import time
 import timm
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch, tta_level
@@ -179,7 +180,9 @@ def table(runs: dict, ref_s: float, header: list[str]) -> str:
 
 def run_identity(args, seed: int, device) -> dict:
     """What a cached seed must match to be reused: the recipe, the measurement and the machine."""
-    return {"overrides": list(args.overrides), "seed": seed, "eval_every": args.eval_every,
+    recipe = OmegaConf.to_yaml(compose_cfg([*args.overrides, f"seed={seed}"]))  # yaml edits too
+    return {"overrides": list(args.overrides), "recipe": recipe, "seed": seed,
+            "eval_every": args.eval_every,
             "ref_steps": args.ref_steps, "cpu": cpu_name(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(device)}  # fmt: skip
 
