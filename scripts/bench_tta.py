@@ -193,13 +193,14 @@ def cache_path(cache: str, identity: dict) -> str:
 
 
 def load_cached(cache: str | None, identity: dict) -> dict | None:
-    if not cache or not os.path.exists(cache_path(cache, identity)):
+    path = cache_path(cache, identity) if cache else None
+    if path is None or not os.path.exists(path):
         return None
-    with open(cache_path(cache, identity)) as f:
+    with open(path) as f:
         saved = json.load(f)
     if saved.get("identity") != identity:  # a hash collision or a hand-edited file
         return None
-    print(f"seed {identity['seed']}: reusing {cache_path(cache, identity)}", file=sys.stderr)
+    print(f"seed {identity['seed']}: reusing {path}", file=sys.stderr)
     return saved["run"]
 
 

@@ -229,6 +229,8 @@ def test_the_benchmark_resumes_from_its_cache(tmp_path, capsys):
     other = bench_tta.main([*args[:1], "0", *args[3:], "optim.lookahead.k=2"])
     assert "reusing" not in capsys.readouterr().err  # another recipe is another run
     assert "optim.lookahead.k=2" in other
+    assert bench_tta.main(["--cached-only", *args, "optim.lookahead.k=4"]) == ""  # trains nothing
+    assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
 def compose(*overrides):
