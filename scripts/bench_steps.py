@@ -15,11 +15,11 @@ import sys
 
 import torch
 
+from camexp.run.machine import cpu_name
 from camexp.training import parts as build
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py, bench_tta.py
 from bench import camexp_step_fn, compose_cfg, measure  # noqa: E402
-from bench_tta import cpu_name  # noqa: E402
 
 
 def main(argv=None) -> dict:

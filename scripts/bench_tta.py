@@ -39,6 +39,7 @@ from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch, tta_level
 from camexp.models.ema import build_weight_average
 from camexp.precision import cpu_flags, cpu_native_bf16
+from camexp.run.machine import cpu_name
 from camexp.training import parts as build
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py
@@ -213,29 +214,6 @@ def save_cached(cache: str | None, identity: dict, run: dict) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump({"identity": identity, "run": run}, f)
     os.replace(path + ".tmp", path)
-
-
-def cpu_name() -> str:
-    """The model name, with AMD's family/model and Zen generation (the VMs here say "AMD EPYC")."""
-    fields = {}
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-                if not line.strip():
-                    break  # the first processor is enough
-    name = fields.get("model name", "unknown CPU")
-    family, model = fields.get("cpu family"), fields.get("model")
-    if family is None or model is None:
-        return name
-    zen = ""
-    if "AMD" in name and family == "25":  # Zen 3: Milan 0x01, Vermeer 0x21, Cezanne 0x50 ...
-        zen4 = (*range(0x10, 0x20), *range(0x60, 0x80), *range(0xA0, 0xB0))  # Genoa 0x11 ...
-        zen = "Zen 4" if int(model) in zen4 else "Zen 3"
-    elif "AMD" in name and family == "26":
-        zen = "Zen 5"
-    return f"{name} (family {family} model {model}{': ' + zen if zen else ''})"
 
 
 def main(argv=None) -> str:
