@@ -60,8 +60,8 @@ def plan(spec: dict, only: list | None = None) -> list:
             continue
         keys = list(table["sweep"])
         for values in itertools.product(*(table["sweep"][k] for k in keys)):
-            swept = [f"{k}={v}" for k, v in zip(keys, values)]
-            name = "_".join(f"{k}-{v}" for k, v in zip(keys, values))
+            swept = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
+            name = "_".join(f"{k}-{v}" for k, v in zip(keys, values, strict=True))
             runs.append(Run(table["name"], name, [*table.get("fixed", []), *swept, *common]))
     return runs
 
@@ -183,7 +183,7 @@ class Sweep:
             keep(run, self.scratch, self.out, machine_of(self.threads, time.time() - started))
             print(f"evidence: kept {run.table}/{run.name} ({status})", flush=True)
         elif rc in (75, 130) or self.stopping:
-            print(f"evidence: stopped {run.table}/{run.name}; the next sweep resumes it", flush=True)
+            print(f"evidence: stopped {run.table}/{run.name} (resumable)", flush=True)
         else:
             self.failed.append(f"{run.table}/{run.name} (exit {rc}, see {log.name})")
             print(f"evidence: FAILED {self.failed[-1]}", file=sys.stderr, flush=True)
