@@ -316,6 +316,8 @@ def test_regularizers_compose_from_none_and_keep_their_values():
         "cutmix_ls": {"cutmix_alpha": 1.0, "label_smoothing": 0.1},
         "mixup_cutmix": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
         "cutout": {"cutout_size": 16},
+        "mixup_cifar": {"mixup_alpha": 1.0},
+        "cutout_cifar100": {"cutout_size": 8},
     }
     assert sorted(own) == options("regularizer")
     for option, values in own.items():

@@ -387,3 +387,13 @@ def test_plot_axis_is_percent_only_for_accuracies():
 
     assert axis_label("val/acc1") == "val/acc1 (%)"
     assert axis_label("train/cam") == "train/cam" and axis_label("lr") == "lr"
+
+
+def test_python_dash_m_camexp_report_is_the_same_command(tmp_path):
+    """``python -m camexp.report`` runs camexp-report (the package had no __main__)."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "camexp.report", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("camexp-report: error:"), result.stderr
