@@ -13,5 +13,11 @@ class Diverged(Exception):
     """The training loss became NaN or inf; raised before the optimizer step."""
 
 
-class Preempted(Exception):
-    """SIGTERM/SIGUSR1 arrived; ``last.pt`` holds the state to continue from."""
+class Preempted(BaseException):
+    """SIGTERM/SIGUSR1/SIGHUP arrived; ``last.pt`` holds the state to continue from. A
+    BaseException, like KeyboardInterrupt: no ``except Exception`` on the way (Hydra's, a
+    resolver's, a reader's) may swallow it."""
+
+
+class Busy(UserError):
+    """The run folder is in use by another process: nothing was wrong, try again later."""

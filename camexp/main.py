@@ -11,23 +11,35 @@ included) into one line on stderr and a non-zero exit (tracebacks with HYDRA_FUL
 import importlib
 import logging
 import os
+import shlex
+import shutil
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+try:  # Ctrl-C while torch and Hydra load: one line, not a traceback through the importer
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
+    from hydra.types import RunMode
+    from omegaconf import DictConfig, OmegaConf
 
-from camexp.errors import Diverged, Preempted, UserError
-from camexp.run import distributed, signals, sweep
-from camexp.run.hydra_errors import one_line
-from camexp.run.launchers import missing_launcher
-from camexp.run.lock import RunLock
-from camexp.run.options import check_options
-from camexp.run.recompose import CONFIG_DIR, compose_config, recompose_run, saved_overrides
-from camexp.run.record import RunRecord
-from camexp.run.tracking import write_text_atomic
+    from camexp.errors import Busy, Diverged, Preempted, UserError
+    from camexp.run import distributed, signals, sweep
+    from camexp.run.hydra_errors import one_line
+    from camexp.run.launchers import missing_launcher
+    from camexp.run.lock import RunLock, refuse_symlinks
+    from camexp.run.options import check_options
+    from camexp.run.recompose import (
+        CONFIG_DIR,
+        command_line,
+        compose_config,
+        recompose_run,
+        saved_overrides,
+    )  # fmt: skip
+    from camexp.run.record import RunRecord
+    from camexp.run.tracking import write_text_atomic
+except KeyboardInterrupt:
+    print("camexp: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 __all__ = ["CONFIG_DIR", "main"]
 log = logging.getLogger("camexp")
@@ -43,7 +55,7 @@ OmegaConf.register_new_resolver("camexp_hydra_subdir", lambda resume: None, repl
 # worker processes, see the launcher's id and hence its folder.
 OmegaConf.register_new_resolver("camexp_pid", os.getpid, use_cache=True, replace=True)
 
-EXIT_BUG, EXIT_USER_ERROR, EXIT_DIVERGED = 1, 2, 3
+EXIT_BUG, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_BUSY = 1, 2, 3, 75  # 75: EX_TEMPFAIL, try again
 
 
 TASKS = ("classify", "eval", "fewshot", "kd", "transfer")  # the modules of camexp/tasks/
@@ -86,6 +98,12 @@ def save_hydra_files(run_dir: str, cfg: DictConfig, overrides: list[str]) -> Non
 
 def open_run(cfg: DictConfig, run_dir: str, overrides: list[str]):
     """Lock the folder, recompose a resumed run, write .hydra/ and results.json "running"."""
+    if distributed.is_main():
+        try:
+            refuse_symlinks(run_dir)
+        except UserError:
+            drop_log_file(run_dir)  # Hydra opened camexp.log: nothing may reach its target
+            raise
     lock = RunLock(run_dir).acquire() if distributed.is_main() else None
     try:
         if cfg.get("resume"):
@@ -103,6 +121,17 @@ def open_run(cfg: DictConfig, run_dir: str, overrides: list[str]):
         raise
 
 
+def drop_log_file(run_dir: str) -> None:
+    """Close and remove the run's log file handler (before anything is written through it)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and os.path.dirname(
+            handler.baseFilename
+        ) == os.path.abspath(run_dir):
+            root.removeHandler(handler)
+            handler.close()
+
+
 def log_to_file(level: int, message: str) -> None:
     """Record ``message`` in camexp.log only: the console already gets it once on stderr (through
     Hydra's console handler it would be printed a second time, on stdout)."""
@@ -112,13 +141,28 @@ def log_to_file(level: int, message: str) -> None:
             handler.handle(record)
 
 
+def resume_command(run_dir: str) -> str:
+    """The command that continues the run, as a shell reads it back: ``scripts/run.sh`` when
+    launched through it, ``camexp`` when that is on PATH, else the venv's camexp by its path."""
+    launcher = os.environ.get("CAMEXP_LAUNCHER")
+    if not launcher:
+        own = os.path.join(os.path.dirname(sys.executable), "camexp")
+        on_path = shutil.which("camexp")
+        same = on_path is not None and os.path.realpath(on_path) == os.path.realpath(own)
+        launcher = "camexp" if same or not os.path.exists(own) else own
+    return f"{shlex.quote(launcher)} resume={shlex.quote(os.path.abspath(run_dir))}"
+
+
 def stop(record: RunRecord, err: Preempted, multirun: bool):
+    signals.hold()  # a second signal must not interrupt the writing of this one's status
     status = signals.status_of(err)
+    if record.status == "completed":  # the signal came after the end: the run is done
+        sys.exit(0)
     record.fail(status, err)
     if distributed.is_main():
-        log_to_file(logging.WARNING, f"{err}; continue with resume={record.run_dir}")
-        print(f"camexp: {status}: {err}; continue with: camexp resume={record.run_dir}",
-              file=sys.stderr)  # fmt: skip
+        command = resume_command(record.run_dir)
+        log_to_file(logging.WARNING, f"{err}; continue with: {command}")
+        print(f"camexp: {status}: {err}; continue with: {command}", file=sys.stderr)
     signals.requeue(err)  # under submitit, its handler requeues the job into this folder
     sys.exit(signals.EXIT_CODES[status])  # the signal was for the process: a sweep stops too
 
@@ -137,19 +181,24 @@ def run_task(cfg: DictConfig) -> dict | None:
             try:
                 cfg, record, lock = open_run(cfg, run_dir, overrides)
             except UserError as err:  # not our folder (locked, another run's): write nothing
-                print(f"camexp: error: {err}", file=sys.stderr)
+                print(f"camexp: {'busy' if isinstance(err, Busy) else 'error'}: {err}",
+                      file=sys.stderr)  # fmt: skip
                 if full_error:
                     raise
                 if multirun:
                     return None
-                sys.exit(EXIT_USER_ERROR)
+                sys.exit(EXIT_BUSY if isinstance(err, Busy) else EXIT_USER_ERROR)
         check_options(cfg, overrides, known_top_level_keys(cfg, overrides))
-        return load_task(str(cfg.task.name)).run(cfg, record)
+        result = load_task(str(cfg.task.name)).run(cfg, record)
+        if not multirun:  # done: a signal from now on leaves the finished run as it is
+            signals.hold()
+        return result
     except Preempted as err:
         if record is None:
             raise
         stop(record, err, multirun)
     except (UserError, Diverged, InstantiationException) as raised:
+        signals.hold()  # the run is ending: a signal must not cut its final status short
         err = user_error_of(raised)
         if isinstance(err, Preempted):
             stop(record, err, multirun)
@@ -166,6 +215,7 @@ def run_task(cfg: DictConfig) -> dict | None:
             sys.exit(EXIT_DIVERGED if diverged else EXIT_USER_ERROR)
         return None
     except BaseException as err:  # a bug, Ctrl-C without our handler, SystemExit, a full disk
+        signals.hold()
         if record is not None and not (isinstance(err, SystemExit) and err.code in (0, None)):
             record.fail("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", err)
         raise
@@ -188,7 +238,12 @@ def main() -> None:
     user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["CAMEXP_USER_FULL_ERROR"] = "1" if user_full else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    sys.argv = [sys.argv[0], *distributed.side_run_overrides(sys.argv[1:])]
+    try:  # resume=PATH quoted for Hydra's lexer; a control character in an override refused
+        arguments = command_line(sys.argv[1:])
+    except UserError as err:
+        print(f"camexp: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.argv = [sys.argv[0], *distributed.side_run_overrides(arguments)]
     missing = missing_launcher(sys.argv[1:])  # a launcher preset whose plugin is not installed
     if missing is not None:
         print(f"camexp: error: {missing}", file=sys.stderr)

@@ -8,4 +8,6 @@ camexp_setup launchers  # hydra/launcher=parallel|slurm|local_submitit need the 
 camexp_fashion_mnist
 cd "$CAMEXP_ROOT"
 if [ "$#" -eq 0 ]; then set -- experiment=fashion_resnet20; fi
+# the printed resume command says scripts/run.sh: camexp need not be on PATH (camexp/main.py)
+export CAMEXP_LAUNCHER="$CAMEXP_ROOT/scripts/run.sh"
 exec "$VENV/bin/camexp" "$@"

@@ -6,9 +6,14 @@ python tests/kill_driver.py int:N    overrides...   SIGINT (Ctrl-C) after step N
 python tests/kill_driver.py usr1:N   overrides...   SIGUSR1 after step N
 python tests/kill_driver.py save:N   overrides...   SIGKILL inside the N-th checkpoint save, after
                                                     the temporary file is written, before the rename
-python tests/kill_driver.py term@PHASE overrides... SIGTERM inside a phase: start (building the
+python tests/kill_driver.py hup:N     overrides...   SIGHUP (a closed terminal) after step N
+python tests/kill_driver.py twice:N   overrides...   SIGHUP after step N, then SIGTERM while the
+                                                    stop writes results.json (a second signal)
+python tests/kill_driver.py term@PHASE overrides... SIGTERM inside a phase: hydra (Hydra's start-
+                                                    up, in a resolver), start (building the
                                                     data), val (the first validation), test (the
-                                                    final test), cams (the CAM metrics)
+                                                    final test), cams (the CAM metrics), done
+                                                    (right after "completed" is written)
 Under torchrun every rank counts its own steps, so ``step:N`` kills every rank after step N.
 """
 
@@ -18,12 +23,13 @@ import sys
 
 import camexp.metrics.quality
 import camexp.run.checkpoint
+import camexp.run.record
 import camexp.training.parts
 import camexp.training.trainer
 from camexp.main import main
 
 SIGNALS = {"step": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT,
-           "usr1": signal.SIGUSR1}  # fmt: skip
+           "usr1": signal.SIGUSR1, "hup": signal.SIGHUP, "twice": signal.SIGHUP}  # fmt: skip
 point = sys.argv[1]
 calls = {"n": 0, "fired": False}
 
@@ -69,7 +75,23 @@ if "@" in point:
     kind, phase = point.split("@")
     signum = SIGNALS[kind]
     trainer = camexp.training.trainer
-    if phase == "start":
+    if phase == "hydra":
+        from omegaconf import OmegaConf
+
+        pid = signal_inside(os.getpid, signum)
+        OmegaConf.register_new_resolver("camexp_pid", pid, use_cache=True, replace=True)
+    elif phase == "done":
+        record = camexp.run.record.RunRecord
+        write = record.write
+
+        def write_then_signal(self, status, **fields):
+            written = write(self, status, **fields)
+            if status == "completed":
+                fire(signum)
+            return written
+
+        record.write = write_then_signal
+    elif phase == "start":
         parts = camexp.training.parts
         parts.build_data = signal_inside(parts.build_data, signum)
     elif phase in ("val", "test"):
@@ -87,6 +109,15 @@ else:
         checkpoint = camexp.run.checkpoint
         checkpoint.os.replace = kill_inside_save(os.replace, int(count))
     elif kind in SIGNALS:
+        if kind == "twice":
+            record = camexp.run.record.RunRecord
+            fail = record.fail
+
+            def fail_under_a_second_signal(self, *args, **kwargs):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return fail(self, *args, **kwargs)
+
+            record.fail = fail_under_a_second_signal
         trainer = camexp.training.trainer.Trainer
         trainer.after_step = signal_after_step(trainer.after_step, SIGNALS[kind], int(count))
     else:

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import yaml
 from omegaconf import OmegaConf
 
 from camexp.errors import UserError
@@ -97,8 +98,46 @@ def _load_yaml(path: str):
     if not os.path.isfile(path):
         return None
     try:
-        return OmegaConf.load(path)
+        if os.path.getsize(path) > MAX_YAML_BYTES:
+            raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES // 2**20} MiB")
+        with open(path) as f:
+            return OmegaConf.create(literal(yaml.load(f, Loader=PlainLoader)))
     except Exception as err:  # a half-written or hand-edited file: skip the run, say which
+MAX_YAML_BYTES = 16 * 2**20  # camexp's own .hydra files are a few KiB
+
+
+class PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: a run folder's files are plain data (an alias bomb would hang)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("it holds a YAML alias; camexp's files never do")
+        return super().compose_node(parent, index)
+
+
+def literal(value):
+    """``value`` with every ``${...}`` escaped: a run folder's interpolations are shown as
+    written, never resolved (``${oc.env:...}`` would put the environment into a table)."""
+    if isinstance(value, dict):
+        return {k: literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [literal(v) for v in value]
+    return value.replace("${", "\\${") if isinstance(value, str) else value
+
+
+def not_finite(metrics: dict) -> list:
+    """Names of the metrics that are no finite number (NaN, inf, an int beyond float)."""
+    bad = []
+    for name, value in metrics.items():
+        try:
+            finite = not isinstance(value, int | float) or math.isfinite(float(value))
+        except OverflowError:  # 10**400 in results.json
+            finite = False
+        if not finite:
+            bad.append(name)
+    return bad
+
+
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SkippedRun(f"{path} is not readable YAML ({first[:120]})") from err
 
@@ -138,10 +177,14 @@ def load_run(folder: str) -> Run:
         task = OmegaConf.select(config, "task.name", default=None)
     return Run(
         path=folder,
-        status=str(results.get("status", "incomplete")),
+        status=status,
         task=task,
         metrics=dict(results.get("metrics") or {}),
         overrides=parse_overrides(override_lines),
+    status, metrics = str(results.get("status", "incomplete")), dict(results.get("metrics") or {})
+    if status == "completed" and not_finite(metrics):  # a NaN is a failed run: never averaged
+        status = "diverged"
+        results["error"] = f"not a finite number: {', '.join(not_finite(metrics)[:3])}"
         choices=choices,
         config=config,
         error=results.get("error"),

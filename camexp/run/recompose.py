@@ -30,7 +30,30 @@ from camexp.run.keys import neutral
 # The top-level configs/ folder of the checkout, as an absolute path: a relative config_path
 # is read as a Python package when camexp runs as a console script.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "configs")
+PLAIN_PATH = re.compile(r"^[A-Za-z0-9_/.+-]+$", re.ASCII)
 SPECIAL_KEY = re.compile(r"^_\w+_$")  # _target_, _args_, _partial_, _recursive_, _convert_
+
+
+def resume_override(path: str) -> str:
+    """``resume=PATH`` as Hydra's override lexer reads it back as PATH: quoted unless PATH is
+    plain ASCII (a space, a trailing space, ``ü ✓`` or a comma would not survive unquoted)."""
+    if PLAIN_PATH.match(path):
+        return f"resume={path}"
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", path)  # \ before a quote
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)  # \ before the closing one
+    return f"resume='{escaped}'"
+
+
+def command_line(args: list[str]) -> list[str]:
+    """The command line's overrides with ``resume=PATH`` quoted for Hydra's lexer (any path the
+    file system allows resumes); an override with a control character is refused."""
+    out = []
+    for arg in args:
+        check_text(arg, "the command line")
+        if arg.startswith("resume=") and not arg[len("resume="):].startswith(("'", '"')):
+            arg = resume_override(arg[len("resume="):])
+        out.append(arg)
+    return out
 
 
 def parse(overrides: list[str], where: str) -> list:
@@ -56,6 +79,53 @@ def names_code(override) -> bool:
     return holds_special_key(override.value())
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a newline in a value could end a line in a log file
+GROUP_NAME = re.compile(r"^\w[\w.-]*$")  # a file name in a configs/ group: no '/', no '..'
+
+
+def check_text(line: str, where: str) -> None:
+    """An override with a control character (newline, tab, escape) is refused."""
+    if CONTROL.search(line):
+        raise UserError(
+            f"{where}: the override {line!r} holds a control character (a newline, tab, ...); "
+            "remove it"
+        )
+
+
+def group_of(override) -> str | None:
+    """The config group an override chooses from (``dataset``, ``hydra/launcher``), or None."""
+    group = key_of(override)
+    return group if os.path.isdir(os.path.join(CONFIG_DIR, group)) else None
+
+
+def check_saved_override(override, where: str) -> None:
+    """A saved override is data: a group value is the name of one of the project's own files
+    (``dataset=../../elsewhere/evil`` would compose an outside YAML), and no value holds an
+    interpolation (``${oc.decode:...}`` could build a ``_target_`` after any check of the
+    text). Restating the override on the command line is the user's own choice."""
+    line = override.input_line
+    check_text(line, where)
+    if "${" in line:
+        raise UserError(
+            f"{where}: its saved override {line!r} holds an interpolation; a run folder's "
+            "files are data and are never resolved: restate it on the command line if you "
+            "trust it"
+        )
+    group = group_of(override)
+    if group is None or override.is_delete():
+        return
+    value = override.value()
+    names = value if isinstance(value, list) else [value]
+    for name in names:
+        if not (isinstance(name, str) and GROUP_NAME.match(name) and ".." not in name
+                and os.path.isfile(os.path.join(CONFIG_DIR, group, f"{name}.yaml"))):  # fmt: skip
+            raise UserError(
+                f"{where}: its saved override {line!r} is not one of this checkout's "
+                f"{group} options (configs/{group}/*.yaml); a run folder names, never "
+                "supplies, a config"
+            )
+
+
 def holds_special_key(value) -> bool:
     if isinstance(value, dict):
         return any(SPECIAL_KEY.match(str(k)) or holds_special_key(v) for k, v in value.items())
@@ -78,6 +148,8 @@ def saved_overrides(run_dir: str) -> list[str]:
         raise UserError(f"{path} is not readable YAML ({' '.join(str(err).split())})") from err
     if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
         raise UserError(f"{path} is not a list of overrides; pass a camexp run folder")
+    for line in saved:
+        check_text(line, path)
     return saved
 
 
@@ -119,9 +191,11 @@ def resume_overrides(
                 "camexp only takes such values from the command line: restate it there if you "
                 "trust it"
             )
+        if override.input_line.strip() not in restated:
+            check_saved_override(override, f"resume={run_dir}")
     replaced = {key_of(o) for o in volatile}
     kept = [o.input_line for o in saved_parsed if key_of(o) not in replaced]
-    overrides = [*kept, *(o.input_line for o in volatile), f"resume={run_dir}"]
+    overrides = [*kept, *(o.input_line for o in volatile), resume_override(run_dir)]
     if differing:
         resumed = compose_config(overrides) if cli_cfg is not None else None
         really = [

@@ -4,11 +4,13 @@ instead of losing some. Never left ``running`` after an exit Python can handle: 
 too full for the atomic write, a short record overwrites the file in place."""
 
 import json
+import math
 import os
 import time
 
 from omegaconf import DictConfig, OmegaConf
 
+from camexp.errors import Diverged
 from camexp.run.distributed import is_main
 from camexp.run.tracking import peak_rss_mb, versions, write_json_atomic
 
@@ -24,6 +26,17 @@ def resolved_or_raw(cfg: DictConfig) -> dict:
 
 
 class RunRecord:
+def non_finite(metrics: dict, prefix: str = "") -> list[str]:
+    """``name=value`` of every metric that is NaN or infinite (nested dicts included)."""
+    out = []
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            out += non_finite(value, f"{prefix}{name}/")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(f"{prefix}{name}={value}")
+    return out
+
+
     def __init__(self, run_dir: str, cfg: DictConfig, overrides: list[str]):
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, "results.json")
@@ -47,6 +60,12 @@ class RunRecord:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             **{k: v for k, v in self.base.items() if k != "task"},
         }
+        not_finite = non_finite(fields.get("metrics") or {}) if status == "completed" else []
+        if not_finite:  # a NaN is a failed run, never a number in a table (main.py: exit 3)
+            err = Diverged(f"{', '.join(not_finite[:3])} not a finite number: the run diverged "
+                           "(a NaN/inf in the weights or the loss); lower the lr or check the data")
+            err.metrics, err.epochs_completed = fields["metrics"], fields.get("epochs_completed", 0)
+            raise err
         if is_main():  # under torchrun only rank 0 writes the run folder
             write_json_atomic(self.path, results)
         return results
@@ -59,9 +78,12 @@ class RunRecord:
             return self.write(status, error=message, **fields)
         except OSError as write_error:  # a full disk: the small record below still fits
             short = {"status": status, "task": self.base["task"], "error": message,
+        self.status = status  # once "completed", a late signal or error leaves it so (main.py)
                      "epochs_completed": fields["epochs_completed"],
                      "note": f"full record not written ({write_error})"}  # fmt: skip
             if is_main():
+        if getattr(self, "status", None) == "completed":  # finished before the error came
+            return {"status": "completed"}
                 self.overwrite_in_place(short)
             return short
 

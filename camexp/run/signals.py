@@ -1,4 +1,5 @@
-"""Stop requests: SIGTERM and SIGUSR1 (a scheduler's preemption) and SIGINT (Ctrl-C).
+"""Stop requests: SIGTERM and SIGUSR1 (a scheduler's preemption), SIGHUP (a closed terminal) and
+SIGINT (Ctrl-C).
 
 The entry point installs :func:`install` before Hydra composes anything. From then on a stop
 signal raises :class:`Stopped` where the program stands (start-up, the final test, the CAM
@@ -20,10 +21,12 @@ import signal
 
 from camexp.errors import Preempted
 
-STOP_SIGNALS = {"SIGTERM": "preempted", "SIGUSR1": "preempted", "SIGINT": "interrupted"}
+# SIGHUP: a closed terminal or ssh session stops the run like a scheduler would
+STOP_SIGNALS = {"SIGTERM": "preempted", "SIGUSR1": "preempted", "SIGHUP": "preempted",
+                "SIGINT": "interrupted"}  # fmt: skip
 EXIT_CODES = {"preempted": 75, "interrupted": 130}  # EX_TEMPFAIL (try again); 128 + SIGINT
 
-_state = {"pending": None, "deferred": 0, "requeue": None}
+_state = {"pending": None, "deferred": 0, "requeue": None, "held": False}
 
 
 class Stopped(Preempted):
@@ -41,6 +44,8 @@ def status_of(err: Preempted) -> str:
 
 def _handle(signum, frame) -> None:
     name = signal.Signals(signum).name
+    if _state["held"]:  # the run's final state is being written, or is written: keep it
+        return
     again = _state["pending"] == name == "SIGINT"
     _state["pending"] = name
     if _state["deferred"] == 0 or again:
@@ -64,6 +69,7 @@ def install() -> dict:
     """Route the stop signals to :func:`_handle` (main thread only; a no-op elsewhere);
     returns the previous handlers for :func:`restore`."""
     previous = {}
+    _state["held"] = False
     chained = submitit_signal()
     if chained is not None:
         number = getattr(signal, chained)
@@ -76,6 +82,12 @@ def install() -> dict:
             except ValueError:  # not the main thread: leave signals to the caller
                 break
     return previous
+
+
+def hold() -> None:
+    """From now on a stop signal is ignored: the run is ending (its final status is being
+    written, or was written) and a second signal must not leave it half-labelled."""
+    _state["held"] = True
 
 
 def restore(previous: dict) -> None:
