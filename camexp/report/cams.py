@@ -74,7 +74,14 @@ def test_images(name: str, saved: dict, count: int):
     from hydra.utils import instantiate
 
     from camexp.main import CONFIG_DIR
+    from camexp.run.recompose import GROUP_NAME
 
+    if not (isinstance(name, str) and GROUP_NAME.match(name) and ".." not in name
+            and os.path.isfile(os.path.join(CONFIG_DIR, "dataset", f"{name}.yaml"))):  # fmt: skip
+        raise UserError(  # a name from a checkpoint is data: never a path out of configs/
+            f"--cams: the checkpoints name dataset {str(name)[:80]!r}, which is not one of "
+            "this camexp's datasets (configs/dataset/*.yaml)"
+        )
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
             cfg = compose("config", overrides=[f"dataset={name}"])
@@ -89,14 +96,7 @@ def test_images(name: str, saved: dict, count: int):
     images, labels = split.images[:count], split.labels[:count]
     return images, labels, boxes[:count] if boxes else None, list(split.classes)
 
-    from camexp.run.recompose import GROUP_NAME
 
-    if not (isinstance(name, str) and GROUP_NAME.match(name) and ".." not in name
-            and os.path.isfile(os.path.join(CONFIG_DIR, "dataset", f"{name}.yaml"))):  # fmt: skip
-        raise UserError(  # a name from a checkpoint is data: never a path out of configs/
-            f"--cams: the checkpoints name dataset {str(name)[:80]!r}, which is not one of "
-            "this camexp's datasets (configs/dataset/*.yaml)"
-        )
 def draw_box(tile: torch.Tensor, box, color=GREEN) -> None:
     """Outline an inclusive (x0, y0, x1, y1) box on an RGB tile (3, H, W), in place."""
     h, w = tile.shape[-2:]

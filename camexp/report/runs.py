@@ -94,15 +94,6 @@ class SkippedRun(Exception):
     """A run folder whose files cannot be read: the report warns and goes on without it."""
 
 
-def _load_yaml(path: str):
-    if not os.path.isfile(path):
-        return None
-    try:
-        if os.path.getsize(path) > MAX_YAML_BYTES:
-            raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES // 2**20} MiB")
-        with open(path) as f:
-            return OmegaConf.create(literal(yaml.load(f, Loader=PlainLoader)))
-    except Exception as err:  # a half-written or hand-edited file: skip the run, say which
 MAX_YAML_BYTES = 16 * 2**20  # camexp's own .hydra files are a few KiB
 
 
@@ -138,6 +129,15 @@ def not_finite(metrics: dict) -> list:
     return bad
 
 
+def _load_yaml(path: str):
+    if not os.path.isfile(path):
+        return None
+    try:
+        if os.path.getsize(path) > MAX_YAML_BYTES:
+            raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES // 2**20} MiB")
+        with open(path) as f:
+            return OmegaConf.create(literal(yaml.load(f, Loader=PlainLoader)))
+    except Exception as err:  # a half-written or hand-edited file: skip the run, say which
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SkippedRun(f"{path} is not readable YAML ({first[:120]})") from err
 
@@ -175,16 +175,16 @@ def load_run(folder: str) -> Run:
     task = results.get("task")
     if task is None and config is not None:
         task = OmegaConf.select(config, "task.name", default=None)
+    status, metrics = str(results.get("status", "incomplete")), dict(results.get("metrics") or {})
+    if status == "completed" and not_finite(metrics):  # a NaN is a failed run: never averaged
+        status = "diverged"
+        results["error"] = f"not a finite number: {', '.join(not_finite(metrics)[:3])}"
     return Run(
         path=folder,
         status=status,
         task=task,
         metrics=dict(results.get("metrics") or {}),
         overrides=parse_overrides(override_lines),
-    status, metrics = str(results.get("status", "incomplete")), dict(results.get("metrics") or {})
-    if status == "completed" and not_finite(metrics):  # a NaN is a failed run: never averaged
-        status = "diverged"
-        results["error"] = f"not a finite number: {', '.join(not_finite(metrics)[:3])}"
         choices=choices,
         config=config,
         error=results.get("error"),

@@ -25,7 +25,6 @@ def resolved_or_raw(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-class RunRecord:
 def non_finite(metrics: dict, prefix: str = "") -> list[str]:
     """``name=value`` of every metric that is NaN or infinite (nested dicts included)."""
     out = []
@@ -37,6 +36,7 @@ def non_finite(metrics: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class RunRecord:
     def __init__(self, run_dir: str, cfg: DictConfig, overrides: list[str]):
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, "results.json")
@@ -52,6 +52,12 @@ def non_finite(metrics: dict, prefix: str = "") -> list[str]:
         self.write("running", epochs_completed=0, metrics={})
 
     def write(self, status: str, **fields) -> dict:
+        not_finite = non_finite(fields.get("metrics") or {}) if status == "completed" else []
+        if not_finite:  # a NaN is a failed run, never a number in a table (main.py: exit 3)
+            err = Diverged(f"{', '.join(not_finite[:3])} not a finite number: the run diverged "
+                           "(a NaN/inf in the weights or the loss); lower the lr or check the data")
+            err.metrics, err.epochs_completed = fields["metrics"], fields.get("epochs_completed", 0)
+            raise err
         results = {
             "status": status,
             **{k: self.base[k] for k in ("task",)},
@@ -60,17 +66,14 @@ def non_finite(metrics: dict, prefix: str = "") -> list[str]:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             **{k: v for k, v in self.base.items() if k != "task"},
         }
-        not_finite = non_finite(fields.get("metrics") or {}) if status == "completed" else []
-        if not_finite:  # a NaN is a failed run, never a number in a table (main.py: exit 3)
-            err = Diverged(f"{', '.join(not_finite[:3])} not a finite number: the run diverged "
-                           "(a NaN/inf in the weights or the loss); lower the lr or check the data")
-            err.metrics, err.epochs_completed = fields["metrics"], fields.get("epochs_completed", 0)
-            raise err
         if is_main():  # under torchrun only rank 0 writes the run folder
             write_json_atomic(self.path, results)
+        self.status = status  # once "completed", a late signal or error leaves it so (main.py)
         return results
 
     def fail(self, status: str, error: BaseException, **fields) -> dict:
+        if getattr(self, "status", None) == "completed":  # finished before the error came
+            return {"status": "completed"}
         fields.setdefault("epochs_completed", getattr(error, "epochs_completed", 0))
         fields.setdefault("metrics", getattr(error, "metrics", {}))
         message = f"{type(error).__name__}: {error}"
@@ -78,12 +81,9 @@ def non_finite(metrics: dict, prefix: str = "") -> list[str]:
             return self.write(status, error=message, **fields)
         except OSError as write_error:  # a full disk: the small record below still fits
             short = {"status": status, "task": self.base["task"], "error": message,
-        self.status = status  # once "completed", a late signal or error leaves it so (main.py)
                      "epochs_completed": fields["epochs_completed"],
                      "note": f"full record not written ({write_error})"}  # fmt: skip
             if is_main():
-        if getattr(self, "status", None) == "completed":  # finished before the error came
-            return {"status": "completed"}
                 self.overwrite_in_place(short)
             return short
 
