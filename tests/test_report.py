@@ -375,11 +375,12 @@ def test_a_truncated_config_yaml_skips_that_run_only(tmp_path, capsys):
     assert "warning: skipped a run" in err and "config.yaml" in err
 
 
-def test_a_nan_metric_is_shown_not_dropped(tmp_path, capsys):
+def test_a_nan_metric_is_a_diverged_run_listed_apart_never_averaged(tmp_path, capsys):
     write_run(tmp_path, "a", ["seed=0"], {"test/acc1": 50.0, "test_best/acc1": float("nan")})
     write_run(tmp_path, "b", ["seed=1"], {"test/acc1": 52.0, "test_best/acc1": 51.0})
     code, out, _ = run_report(capsys, tmp_path)
-    assert code == 0 and markdown_rows(out)[1] == ["all", "51.00 ± 1.41", "nan", "2"]
+    assert code == 0 and markdown_rows(out)[1] == ["all", "52.00", "51.00", "1"]
+    assert "- diverged: " in out  # issue 28: a NaN is a failed run
 
 
 def test_plot_axis_is_percent_only_for_accuracies():
