@@ -48,13 +48,44 @@ class Objective(nn.Module):
         return total, parts
 
 
-def build_objective(term_configs: dict, instantiate) -> Objective:
-    """Instantiate each term from its config (a mapping with ``_target_`` and ``weight``).
+def reference_ce_weights(term_configs: dict) -> dict[str, float]:
+    """``{term: ce_weight}`` of the terms that declare the CE weight of their reference recipe
+    (``loss.<term>.ce_weight``: KD 0.1, AT and CAT-KD 1.0; a null declares none)."""
+    return {
+        name: float(spec["ce_weight"])
+        for name, spec in term_configs.items()
+        if isinstance(spec, dict) and spec.get("ce_weight") is not None
+    }
+
+
+def check_reference_ce(term_configs: dict, ce_stated: bool) -> None:
+    """Unless ``loss.ce.weight`` was stated, the terms' reference CE weights must agree: the
+    composed CE weight is then each of them (configs/kd_ce_weight.yaml)."""
+    declared = reference_ce_weights(term_configs)
+    if not ce_stated and len(set(declared.values())) > 1:
+        listed = ", ".join(f"{n} {w:g}" for n, w in declared.items())
+        raise UserError(
+            f"the loss terms' references use different CE weights ({listed}); state one, e.g. "
+            f"loss.ce.weight={min(declared.values()):g}"
+        )
+
+
+def build_objective(term_configs: dict, instantiate, ce_stated: bool = True) -> Objective:
+    """Instantiate each term from its config (a mapping with ``_target_`` and ``weight``; a
+    ``ce_weight`` is the reference CE weight the term declares, checked, never passed on).
 
     ``instantiate`` is hydra's, passed in so this module does not read the config system.
+    ``ce_stated``: ``loss.ce.weight`` was given, not composed from the terms' ``ce_weight``.
     """
+    check_reference_ce(term_configs, ce_stated)
     terms = {}
     for name, spec in term_configs.items():
+        spec = {k: v for k, v in spec.items() if k != "ce_weight"}
+        if "_target_" not in spec:
+            raise UserError(
+                f"loss.{name} is not a loss term (no _target_): task=kd sets loss.{name}.weight, "
+                f"so put {name} in the loss list, e.g. 'loss=[ce,kd]' (loss.ce.weight=0: no CE)"
+            )
         weight = spec.get("weight", 1.0)
         if weight is None or float(weight) < 0:
             raise UserError(f"loss.{name}.weight must be >= 0, got {weight}")

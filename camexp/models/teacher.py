@@ -40,8 +40,14 @@ def needs_teacher_cam(objective: nn.Module) -> bool:
 
 
 def check_teacher_terms(objective: nn.Module, has_teacher: bool) -> None:
-    """A KD term without a teacher stops at build time, not at the first step."""
+    """A KD term without a teacher, or a teacher without a KD term (task=kd training plain CE),
+    stops at build time, not at the first step."""
     names = teacher_terms(objective)
+    if has_teacher and not names:
+        raise UserError(
+            f"task=kd but no loss term reads the teacher (loss: {', '.join(objective.terms)}); "
+            "add one, e.g. 'loss=[ce,kd]', or use task=classify for the student alone"
+        )
     if names and not has_teacher:
         raise UserError(
             f"loss term(s) {', '.join(names)} need a teacher; use task=kd teacher.ckpt=PATH, "

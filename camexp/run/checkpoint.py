@@ -8,6 +8,7 @@ rank's generators, loader place and epoch sums; rank 0 alone reads and writes th
 hands the other ranks their part.
 """
 
+import hashlib
 import math
 import os
 import pickle
@@ -88,6 +89,31 @@ def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]
     return out
 
 
+def file_sha256(path: str) -> str:
+    """The hex sha256 of a file's bytes: what a run records of an input file (kd: the teacher)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_difference(saved_meta: dict, meta: dict) -> str | None:
+    """The first input file recorded in ``meta`` (an entry ``{..., "path", "sha256"}``, e.g.
+    kd's ``teacher``) whose bytes differ from those the checkpoint's run started with."""
+    for name, now in meta.items():
+        then = saved_meta.get(name)
+        if not (isinstance(now, dict) and "sha256" in now and isinstance(then, dict)):
+            continue
+        if then.get("sha256") != now["sha256"]:
+            return (
+                f"the {name} file {now.get('path')} differs from the one this run started with "
+                f"(sha256 {str(then.get('sha256'))[:12]}... then, {now['sha256'][:12]}... now); "
+                f"put that {name} back, or start a new run"
+            )
+    return None
+
+
 def rng_state() -> dict:
     """Every global RNG state as tensors and plain values (loadable with weights_only)."""
     np_state = np.random.get_state()
@@ -110,8 +136,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_resume_state(run_dir: str, config: dict) -> dict | None:
-    """``run_dir/checkpoints/last.pt`` if it exists, checked against the run's ``config``.
+def read_resume_state(run_dir: str, config: dict, meta: dict | None = None) -> dict | None:
+    """``run_dir/checkpoints/last.pt`` if it exists, checked against the run's ``config`` and
+    the input files its ``meta`` records (:func:`input_difference`).
     Rank 0 reads it; under torchrun the other ranks receive what it read (or the error), since
     they never touch the run folder."""
     path, found = os.path.join(run_dir, "checkpoints", "last.pt"), None
@@ -129,6 +156,9 @@ def read_resume_state(run_dir: str, config: dict) -> dict | None:
                     f"{', '.join(differing[:5])}); use a new run folder, or resume={run_dir} to "
                     "continue that run with its own config"
                 )
+            changed = input_difference(found.get("meta") or {}, meta or {}) if found else None
+            if changed:
+                raise UserError(f"resume={run_dir}: {changed}")
     except UserError as err:
         distributed.broadcast_from_main({"error": str(err)})
         raise

@@ -5,7 +5,8 @@
 The teacher's architecture is the checkpoint's (its ``meta.model``); ``teacher.name``, when set
 (the KD pair groups set it), must match it. Before any data is trained on, the checkpoint is
 checked against the student's data (classes, input channels, size and normalisation) by the one
-contract check (camexp/models/from_checkpoint.py). The teacher then runs once per step in the
+contract check (camexp/models/from_checkpoint.py). Its sha256 goes into the run's checkpoints and
+results.json: a resume with another file at that path stops with one line. The teacher then runs once per step in the
 engine, in eval mode without gradients; loss terms that read it have ``needs_teacher = True``.
 Everything else is the shared wiring (camexp/training/wiring.py).
 """
@@ -19,6 +20,7 @@ from camexp.engine import evaluate
 from camexp.errors import UserError
 from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
 from camexp.models.teacher import FrozenTeacher, needs_teacher_cam
+from camexp.run.checkpoint import file_sha256
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
 from camexp.training import parts as build
@@ -78,10 +80,12 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     build.check_common(cfg)
     state, path = read_teacher(cfg)  # a bad path or name stops before any data loads
     name = state["meta"]["model"]["backbone"]
+    digest = file_sha256(path)  # resume refuses another file at this path (run/checkpoint.py)
     parts = TaskParts(
         teacher=teacher_builder(state, path),
         before_training=teacher_metrics(cfg),
         hparams={"teacher": name},
-        fields={"teacher": {"name": name, "ckpt": path}},
+        meta={"teacher": {"path": path, "sha256": digest}},
+        fields={"teacher": {"name": name, "ckpt": path, "sha256": digest}},
     )
     return train(cfg, record, parts)

@@ -189,7 +189,9 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
 # ----------------------------------------------------------------------------- model and loss
 def build_loss(cfg: DictConfig) -> Objective:
     terms = OmegaConf.to_container(cfg.loss, resolve=True)
-    objective = build_objective(terms, instantiate)
+    # task=kd composes loss.ce.weight from the terms' reference CE weights unless it was stated
+    stated = "ce" not in cfg.loss or not OmegaConf.is_interpolation(cfg.loss.ce, "weight")
+    objective = build_objective(terms, instantiate, ce_stated=stated)
     # KD terms (needs_teacher) stop here unless task=kd supplies a teacher (models/teacher.py)
     check_teacher_terms(objective, has_teacher=str(cfg.task.name) == "kd")
     return objective

@@ -115,7 +115,7 @@ class Trainer:
             save_checkpoint(self.checkpoint_path(name), state)
 
     def resume_if_possible(self) -> None:
-        state = read_resume_state(self.run_dir, self.config)
+        state = read_resume_state(self.run_dir, self.config, self.meta)
         if state is None:
             return
         own = own_rank_state(state, self.run_dir)
