@@ -23,8 +23,10 @@ try:  # Ctrl-C while torch and Hydra load: one line, not a traceback through the
     from omegaconf import DictConfig, OmegaConf
 
     from camexp.errors import Busy, Diverged, Preempted, UserError
-    from camexp.run import distributed, signals, sweep
-    from camexp.run.hydra_errors import one_line
+    from camexp.run import distributed, jobs, signals, sweep
+    from camexp.run.extend import AlreadyCompleted, check_epochs_left, extended_overrides
+    from camexp.run.folder import created_now, remove_failed_start
+    from camexp.run.hydra_errors import one_line, unknown_flag
     from camexp.run.launchers import missing_launcher
     from camexp.run.lock import RunLock, refuse_symlinks
     from camexp.run.options import check_options
@@ -84,6 +86,14 @@ def known_top_level_keys(cfg: DictConfig, overrides: list[str]) -> set[str]:
     return set(compose_config(plain).keys())
 
 
+def save_extension(run_dir: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """A resumed run given more epochs: its ``.hydra/config.yaml`` and ``overrides.yaml`` say so
+    (hydra.yaml keeps the run's group choices), so the report and the next resume see them."""
+    folder = os.path.join(run_dir, ".hydra")
+    write_text_atomic(os.path.join(folder, "config.yaml"), OmegaConf.to_yaml(cfg))
+    write_text_atomic(os.path.join(folder, "overrides.yaml"), OmegaConf.to_yaml(overrides))
+
+
 def save_hydra_files(run_dir: str, cfg: DictConfig, overrides: list[str]) -> None:
     """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, but atomically and under
     the lock; kept as they are when the folder already holds a checkpoint to resume."""
@@ -107,11 +117,18 @@ def open_run(cfg: DictConfig, run_dir: str, overrides: list[str]):
     lock = RunLock(run_dir).acquire() if distributed.is_main() else None
     try:
         if cfg.get("resume"):
+            if created_now(run_dir):  # Hydra made the folder that resume= names
+                raise UserError(f"resume={cfg.resume}: no such folder; pass a camexp run folder")
             same = os.path.abspath(str(cfg.resume)) == os.path.abspath(run_dir)
             if distributed.is_main() and not same:
                 raise UserError(f"resume={cfg.resume} runs in that folder; drop hydra.run.dir")
             cfg = recompose_run(str(cfg.resume), overrides, cli_cfg=cfg)
+            check_epochs_left(str(cfg.resume), int(cfg.epochs))  # or AlreadyCompleted: exit 0
             overrides = saved_overrides(str(cfg.resume))
+            extended = extended_overrides(str(cfg.resume), overrides, int(cfg.epochs))
+            if extended is not None and distributed.is_main():
+                save_extension(run_dir, cfg, extended)
+                overrides = extended
         elif distributed.is_main():
             save_hydra_files(run_dir, cfg, overrides)
         return cfg, RunRecord(run_dir, cfg, overrides), lock
@@ -173,22 +190,30 @@ def run_task(cfg: DictConfig) -> dict | None:
     full_error = os.environ.get("CAMEXP_USER_FULL_ERROR") == "1"
     overrides = list(hydra_cfg.overrides.task)
     run_dir = hydra_cfg.runtime.output_dir
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
     record, lock = None, None
     # a launcher's job process (joblib, submitit) runs this without main(): install here too
     handlers = {} if signals.installed() else signals.install()
+    prefix = jobs.prefix_job_logs(hydra_cfg)  # parallel jobs share the console
     try:
         with signals.deferred():  # a stop signal now waits until results.json exists
             try:
                 cfg, record, lock = open_run(cfg, run_dir, overrides)
+            except AlreadyCompleted as done:  # nothing to train, test or log again
+                print(f"camexp: {done}", file=sys.stderr)
+                return None
             except UserError as err:  # not our folder (locked, another run's): write nothing
                 print(f"camexp: {'busy' if isinstance(err, Busy) else 'error'}: {err}",
                       file=sys.stderr)  # fmt: skip
+                if not multirun:
+                    remove_failed_start(run_dir, output_dir)  # a resume= typo's folder too
                 if full_error:
                     raise
                 if multirun:
                     return None
                 sys.exit(EXIT_BUSY if isinstance(err, Busy) else EXIT_USER_ERROR)
         check_options(cfg, overrides, known_top_level_keys(cfg, overrides))
+        jobs.apply_threads(cfg.threads, hydra_cfg)  # once, before the task builds anything
         result = load_task(str(cfg.task.name)).run(cfg, record)
         if not multirun:  # done: a signal from now on leaves the finished run as it is
             signals.hold()
@@ -209,6 +234,8 @@ def run_task(cfg: DictConfig) -> dict | None:
         record.fail("diverged" if diverged else "failed", err)
         log_to_file(logging.ERROR, str(err))
         print(f"camexp: {'diverged' if diverged else 'error'}: {err}", file=sys.stderr)
+        if not multirun and not diverged:  # the user's input: the run leaves no folder
+            remove_failed_start(run_dir, output_dir)
         if full_error:
             raise
         if not multirun:  # in a sweep the other jobs go on; results.json holds the error
@@ -224,6 +251,9 @@ def run_task(cfg: DictConfig) -> dict | None:
             lock.release()
         signals.restore(handlers)
         distributed.remove_side_run_dir(run_dir)
+        if prefix is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(prefix)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -244,7 +274,8 @@ def main() -> None:
         print(f"camexp: error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     sys.argv = [sys.argv[0], *distributed.side_run_overrides(arguments)]
-    missing = missing_launcher(sys.argv[1:])  # a launcher preset whose plugin is not installed
+    # a launcher preset whose plugin is not installed; `--epochs 3` written for `epochs=3`
+    missing = missing_launcher(sys.argv[1:]) or unknown_flag(sys.argv[1:])
     if missing is not None:
         print(f"camexp: error: {missing}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -97,15 +97,15 @@ def test_sigterm_saves_and_stops_then_resume_completes(reference, tmp_path):
 
 def test_resume_refuses_other_overrides_and_names_them(reference, tmp_path):
     data, reference_run = reference
-    done = camexp([f"resume={reference_run}", "loss.cam.weight=0", "epochs=5"])
+    done = camexp([f"resume={reference_run}", "loss.cam.weight=0", "batch_size=16"])
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "drop loss.cam.weight=0, epochs=5 (the run has epochs=3)" in done.stderr
+    assert "drop loss.cam.weight=0, batch_size=16 (the run has batch_size=32)" in done.stderr
 
 
 def test_resume_accepts_the_runs_own_overrides(reference, tmp_path):
     """What a user naturally types: the original command plus resume=. The copy of a completed
-    run resumes into "nothing left to train" and tests again: the same numbers."""
+    run is already completed: nothing is trained, tested or written again."""
     data, reference_run = reference
     run = str(tmp_path / "run")
     shutil.copytree(reference_run, run)
@@ -195,3 +195,36 @@ def test_atomic_save_leaves_the_previous_checkpoint_when_the_write_fails(tmp_pat
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def folder_state(run):
+    """Every file of a run folder but its lock and log, with its bytes."""
+    found = {}
+    for folder, _, names in os.walk(run):
+        for name in names:
+            if name not in (".lock", "camexp.log"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    found[os.path.relpath(os.path.join(folder, name), run)] = f.read()
+    return found
+
+
+def test_a_completed_run_resumes_as_done_and_extends_with_more_epochs(reference, tmp_path):
+    """resume=R of a completed run: "already completed", exit 0, no file changes (no second
+    test, no TensorBoard entries); resume=R epochs=4 trains one more epoch on the recomputed
+    schedule; fewer epochs than done is refused."""
+    _, reference_run = reference
+    run = str(tmp_path / "run")
+    shutil.copytree(reference_run, run)
+    before = folder_state(run)
+    done = camexp([f"resume={run}"], check=True)
+    assert "already completed (3 epochs)" in done.stderr
+    assert folder_state(run) == before
+    extended = camexp([f"resume={run}", "epochs=4"], check=True)
+    assert "extended from 3 to 4 epochs" in extended.stdout + extended.stderr
+    record = results(run)
+    assert record["status"] == "completed" and record["epochs_completed"] == 4
+    assert metrics_rows(run)[:3] == metrics_rows(reference_run) and len(metrics_rows(run)) == 4
+    with open(os.path.join(run, ".hydra", "overrides.yaml")) as f:
+        assert "- epochs=4" in f.read()  # the report and the next resume see 4 epochs
+    shorter = camexp([f"resume={run}", "epochs=2"])
+    assert shorter.returncode == 2 and "cannot shorten" in shorter.stderr

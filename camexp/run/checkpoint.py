@@ -21,12 +21,13 @@ import torch
 from camexp.errors import UserError
 from camexp.run import distributed
 from camexp.run.keys import RESULT_NEUTRAL_KEYS, neutral
+from camexp.run.tracking import shareable
 
 FORMAT = "camexp-checkpoint-v1"
 # Keys a resumed run may change (and a checkpoint's config may differ in): the keys that leave
 # results unchanged (camexp/run/keys.py, the one list), plus ``fewshot``, which only changes what
 # is measured after training.
-VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot")
+VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "epochs")  # epochs: camexp/run/extend.py
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -38,6 +39,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        shareable(fd)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()

@@ -15,6 +15,7 @@ RESULT_NEUTRAL_KEYS = (
     "cam_pictures",
     "device",
     "checkpoint_every",
+    "threads",  # torch CPU threads (camexp/run/jobs.py): the speed, bar the last bits of sums
     "paths",
     "metrics",  # what is measured after training, not the training
     "dataset.root",  # where the same files lie

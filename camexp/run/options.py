@@ -4,12 +4,14 @@ reads. Each becomes one line saying what to type instead.
 """
 
 import difflib
+import os
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from camexp.errors import UserError
+from camexp.run.recompose import CONFIG_DIR, compose_config
 
 # name: smallest allowed value (None: any integer)
 INTEGERS = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "seed": None, "log_every": 1,
@@ -54,7 +56,40 @@ def check_added_keys(cfg: DictConfig, overrides: list[str], known: set[str]) -> 
             )
 
 
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_number_types(overrides: list[str]) -> None:
+    """``optim.lr=abc`` (any key whose default is a number) -> one line naming the key and its
+    type, instead of torch's "'<' not supported between instances of 'str' and 'float'"."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return
+    groups, suspects = [], []
+    for override in parsed:
+        key = override.key_or_group.lstrip("+~")
+        if os.path.isdir(os.path.join(CONFIG_DIR, key)):
+            groups.append(override.input_line)  # a group choice: part of the defaults
+        elif not (override.is_delete() or override.is_sweep_override()):
+            value = override.value()
+            if value is not None and not is_number(value) and "${" not in str(value):
+                suspects.append((key, override))
+    if not suspects:
+        return  # the common case: no second composition
+    defaults = compose_config(groups)
+    for key, override in suspects:
+        default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
+        if is_number(default):
+            kind = "an integer" if key in INTEGERS else "a number"
+            raise UserError(
+                f"{override.input_line} must be {kind} (the default is {key}={default})"
+            )
+
+
 def check_options(cfg: DictConfig, overrides: list[str], known: set[str]) -> None:
+    check_number_types(overrides)
     check_integers(cfg)
     check_loss(cfg)
     check_added_keys(cfg, overrides, known)

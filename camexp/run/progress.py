@@ -217,3 +217,21 @@ class Progress:
     def show(line, stats: dict) -> None:
         if line is not None:
             line.show(stats)
+
+
+SLOW_FRACTION = 1 / 3  # measured: 3,000 -> ~150 img/s with two jobs contending for 2 cores
+
+
+def slowdown(rates: list[float]) -> str | None:
+    """Per-epoch training images/s -> a warning when the last epoch ran below a third of the
+    first's, and no epoch between them did (the warning comes once a run, resumed or not)."""
+    if len(rates) < 2 or not rates[0] > 0:
+        return None
+    floor = rates[0] * SLOW_FRACTION
+    if rates[-1] >= floor or any(rate < floor for rate in rates[1:-1]):
+        return None
+    return (
+        f"training runs at {rates[-1]:.0f} img/s, under a third of its first epoch's "
+        f"{rates[0]:.0f}: other jobs share these cores? run fewer at once, or set threads= "
+        "(the log's 'torch threads' line says how many this run uses)"
+    )

@@ -23,6 +23,26 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- atomic files
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux); elsewhere set and put back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # the brief window errs on the private side
+    os.umask(umask)
+    return umask
+
+
+def shareable(fd: int) -> None:
+    """mkstemp makes files 0600; give ``fd`` the mode a plain ``open`` would (0666 less the
+    umask), so a group can read a run folder on shared storage when the umask lets it."""
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto
@@ -31,7 +51,10 @@ def atomic_path(path: str):
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1]  # savefig / save_image pick the format by the suffix
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
+    try:
+        shareable(fd)
+    finally:
+        os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

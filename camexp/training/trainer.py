@@ -31,6 +31,8 @@ from camexp.run.checkpoint import (
     set_rng_state,
 )
 from camexp.run.distributed import is_main, unwrap
+from camexp.run.extend import extend_schedule
+from camexp.run.progress import slowdown
 from camexp.run.tracking import Progress, Tracker, track
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,8 @@ class Trainer:
             self.meter.load_state_dict(own["meter"])
         set_rng_state(own["rng"])
         self.tracker.rewrite(self.history)
-        log.info("resumed at epoch %d, step %d", self.epoch, state["step"])
+        extended = extend_schedule(state, self.epochs, self.scheduler, self.optimizer)
+        log.info("resumed at epoch %d, step %d%s", self.epoch, state["step"], extended)
 
     # ------------------------------------------------------------------ signals
     def stop_requested(self) -> bool:
@@ -231,6 +234,9 @@ class Trainer:
             self.save("best")
         self.save("last")
         self.tracker.log_epoch(epoch, row)
+        slow = slowdown([r["train/images_per_s"] for r in self.history])
+        if slow:  # once: other jobs on these cores, or throttling (camexp/run/jobs.py)
+            log.warning("%s", slow)
 
     def ema_model(self) -> torch.nn.Module | None:
         return self.ema.module if self.ema is not None else None
