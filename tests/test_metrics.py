@@ -74,13 +74,16 @@ def test_perfect_map_scores_100():
     assert out["top1_loc"] == pytest.approx(200 / 3)  # third image is misclassified
 
 
-def test_empty_and_inverted_maps_score_low():
+def test_empty_map_scores_0_and_an_inverted_map_boxes_its_hole():
     gt = [np.array([BOX])]
     empty = max_box_acc(np.zeros((1, 48, 48)), gt)
     assert empty["maxboxacc_v2"] == 0.0
     inverted = max_box_acc(1.0 - square_map(48, BOX)[None], gt)
-    # the inverted map's only box is the whole image: IoU 20*24/48^2 = 0.208 < 0.3
-    assert inverted["maxboxacc_v2"] == 0.0
+    # the inverted map's boxes: the whole image (IoU 20*24/48^2 = 0.208) and, as OpenCV's
+    # RETR_TREE in wsolevaluation, its hole's inner border: one pixel around BOX, one more with
+    # x + w: 23 x 27, IoU 480/621 = 0.77 >= 0.7 (issue 24)
+    assert inverted["maxboxacc_v2"] == 100.0
+    assert inverted["box_cam_threshold"] == 0.0
 
 
 def test_iou_thresholds_behave():

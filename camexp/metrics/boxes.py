@@ -1,4 +1,5 @@
-"""Boxes: connected-component boxes of a thresholded map, IoU, and ground-truth box readers.
+"""Boxes: the contour boxes of a thresholded map (components and holes), IoU, and ground-truth
+box readers.
 
 A box is ``(x0, y0, x1, y1)`` in pixels of the evaluated image, read with the inclusive IoU formula
 of wsolevaluation (Choe et al., CVPR 2020): area ``(x1 - x0 + 1) * (y1 - y0 + 1)``. Ground-truth
@@ -20,30 +21,21 @@ from scipy import ndimage
 from camexp.errors import UserError
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 
 def component_boxes(mask: np.ndarray) -> np.ndarray:
-    """Boxes (n, 4) of the 8-connected components of a boolean (H, W) mask; (0, 4) if empty.
+    """Boxes (n, 4) of every contour of a boolean (H, W) mask; (0, 4) if empty.
 
     This replaces ``cv2.findContours(mask, RETR_TREE, CHAIN_APPROX_SIMPLE)`` + ``boundingRect``
-    of wsolevaluation's MaxBoxAccV2 without OpenCV. Differences, all small:
-
-    * OpenCV with RETR_TREE also returns the inner border of every hole, and wsolevaluation boxes
-      each of those too; a hole's box lies inside its component's box. We box only components
-      (outer borders), so a map whose best box is a hole's box can score lower here.
-    * wsolevaluation turns ``boundingRect``'s (x, y, w, h) into ``(x, y, x + w, y + h)`` and then
-      reads it with the inclusive IoU formula: its boxes are one pixel wider and taller than the
-      region. These are the tight inclusive boxes; the localization metric widens them
-      (``box_convention="wsol"``, the default) or not (``"tight"``).
-    * OpenCV traces borders with 8-connectivity for foreground pixels; so do we.
+    of wsolevaluation's MaxBoxAccV2 without OpenCV: the outer border of every 8-connected
+    component (nested ones inside holes included) and the inner border of every hole, each
+    boxed (:func:`stacked_component_boxes`). These are the tight inclusive boxes: wsolevaluation
+    turns ``boundingRect``'s (x, y, w, h) into ``(x, y, x + w, y + h)`` and reads it with the
+    inclusive IoU formula, one pixel wider and taller than the region; the localization metric
+    widens them (``box_convention="wsol"``, the default) or not (``"tight"``).
     """
-    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    if count == 0:
-        return np.zeros((0, 4), dtype=np.int64)
-    slices = ndimage.find_objects(labels)
-    return np.array(
-        [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], dtype=np.int64
-    )
+    return stacked_component_boxes(mask[None])[0]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -151,18 +143,10 @@ def resize_box(box: np.ndarray, original: tuple[int, int], size: int) -> np.ndar
     return (np.asarray(box, dtype=np.float64).reshape(-1, 4) * scale).astype(np.int64)
 
 
-def stacked_component_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`component_boxes` of every mask of a stack (L, H, W) in one labelling pass.
-
-    Components never connect across the stack (the structure is 8-connected within a plane
-    only). Returns boxes (n, 4) and the plane index of each (n,).
-    """
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = EIGHT_CONNECTED
-    labels, count = ndimage.label(masks, structure=structure)
-    if count == 0:
-        return np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    # Per-label extents with unbuffered ufunc.at (find_objects builds a slice per label: slow).
+def label_extents(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive boxes (count, 4) of the labels 1..count of a stack (L, H, W) and the plane of
+    each (a label lives in one plane). Unbuffered ufunc.at: find_objects builds a slice per label
+    and is slow."""
     flat = labels.ravel()
     where = np.flatnonzero(flat)
     label = flat[where] - 1
@@ -175,8 +159,40 @@ def stacked_component_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.maximum.at(boxes[:, 2], label, col)
     np.maximum.at(boxes[:, 3], label, row)
     first = np.full(count, -1, dtype=np.int64)
-    first[label[::-1]] = plane[::-1]  # any pixel's plane: a label lives in one plane
+    first[label[::-1]] = plane[::-1]  # any pixel's plane
     return boxes, first
+
+
+def stacked_component_boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The contour boxes of every mask of a stack (L, H, W): what OpenCV's ``findContours`` with
+    ``RETR_TREE`` (Suzuki & Abe 1985) + ``boundingRect`` gives, in two labelling passes.
+
+    * Outer borders: one box per 8-connected foreground component (OpenCV's connectivity for
+      non-zero pixels), nested components inside holes included.
+    * Hole borders: a hole is a 4-connected background component that does not reach the image
+      edge (OpenCV pads the image with a zero frame). Its border, as Suzuki-Abe trace it, is the
+      foreground pixels 4-adjacent to the hole, so its box is the hole's box grown by one pixel
+      on every side (the hole's extreme pixels have foreground 4-neighbours beyond them).
+
+    Nothing connects across the stack (the structures are 2-D within a plane). Returns boxes
+    (n, 4) and the plane index of each (n,).
+    """
+
+    def planar(structure):
+        out = np.zeros((3, 3, 3), dtype=bool)
+        out[1] = structure
+        return out
+
+    labels, count = ndimage.label(masks, structure=planar(EIGHT_CONNECTED))
+    outer, outer_plane = label_extents(labels, count)
+    background = np.pad(~masks, ((0, 0), (1, 1), (1, 1)), constant_values=True)  # the zero frame
+    labels, count = ndimage.label(background, structure=planar(FOUR_CONNECTED))
+    holes, hole_plane = label_extents(labels, count)
+    is_hole = np.ones(count, dtype=bool)
+    is_hole[labels[:, 0, 0] - 1] = False  # each plane's outside: the component of the frame
+    # padded coordinates are one more than the image's; the border lies one pixel further out
+    holes = holes[is_hole] + np.array([-2, -2, 0, 0])
+    return np.concatenate([outer, holes]), np.concatenate([outer_plane, hole_plane[is_hole]])
 
 
 def folder_test_boxes(

@@ -4,14 +4,14 @@ Localization Methods Right", CVPR 2020; the V2 box metric of clovaai/wsolevaluat
 For every image, the CAM of the ground-truth class is upsampled to the image (bicubic), min-max
 normalised to [0, 1] (a constant map becomes all zeros) and quantised to uint8 ``q``. For each CAM
 threshold ``t`` of the sweep ``0, d, 2d, ... < 1`` (d = ``cam_curve_interval``, 0.001 in
-wsolevaluation) the mask ``q > int(t * max(q))`` is split into connected components, each gives a
-box, and the image's IoU at ``t`` is the best IoU of any of those boxes with any ground-truth box
-(an empty mask gives the box (0, 0, 0, 0)). A component spanning columns x0..x1 and rows y0..y1
-gives, with ``box_convention="wsol"`` (the default), wsolevaluation's box: cv2.boundingRect's
-(x, y, w, h) read as ``(x, y, x + w, y + h)`` with the far corner clipped to (W - 1, H - 1), i.e.
-``(x0, y0, min(x1 + 1, W - 1), min(y1 + 1, H - 1))``, one pixel wider and taller than the region;
-with ``"tight"`` (camexp's variant) the inclusive ``(x0, y0, x1, y1)``. IoUs use the inclusive
-formula of wsolevaluation's ``calculate_multiple_iou`` either way. Then
+wsolevaluation) the mask ``q > int(t * max(q))`` is traced into contours (components and holes),
+each gives a box, and the image's IoU at ``t`` is the best IoU of any of those boxes with any
+ground-truth box (an empty mask gives the box (0, 0, 0, 0)). A contour spanning columns x0..x1
+and rows y0..y1 gives, with ``box_convention="wsol"`` (the default), wsolevaluation's box:
+cv2.boundingRect's (x, y, w, h) read as ``(x, y, x + w, y + h)`` with the far corner clipped to
+(W - 1, H - 1), i.e. ``(x0, y0, min(x1 + 1, W - 1), min(y1 + 1, H - 1))``, one pixel wider and
+taller than the region; with ``"tight"`` (camexp's variant) the inclusive ``(x0, y0, x1, y1)``.
+IoUs use the inclusive formula of wsolevaluation's ``calculate_multiple_iou`` either way. Then
 
     BoxAcc(t, delta)  = 100 * mean_images [ IoU(t) >= delta / 100 ]
     MaxBoxAcc(delta)  = max_t BoxAcc(t, delta)                  for delta in {30, 50, 70}
@@ -19,8 +19,8 @@ formula of wsolevaluation's ``calculate_multiple_iou`` either way. Then
 
 ``top1_loc`` (ours, the usual WSOL "Top-1 Loc"): the percentage of images that are classified
 correctly *and* have IoU >= 50% at the CAM threshold that maximises BoxAcc(t, 50).
-Boxes come from :func:`camexp.metrics.boxes.component_boxes`; its docstring lists how they differ
-from wsolevaluation's OpenCV contours.
+Boxes come from :func:`camexp.metrics.boxes.stacked_component_boxes`: the boxes of OpenCV's
+RETR_TREE contours (every component and every hole's inner border), without OpenCV.
 """
 
 from __future__ import annotations

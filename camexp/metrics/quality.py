@@ -33,18 +33,23 @@ class CamQuality:
     localization: MaxBoxAccV2 / MaxBoxAcc@IoU / top-1 loc on every test image when the data
         carries ``test_boxes`` (skipped, with a log line, otherwise), on ``data.box_test`` when
         the boxes belong to other images than ``data.test`` (folder data: resized, not cropped);
-        the CAM of the label, predicted boxes in ``box_convention`` (wsol | tight).
+        the CAM of the label, predicted boxes in ``box_convention`` (wsol | tight). On folder
+        data the CAM (computed at the evaluated image size) is resized to ``box_size`` x
+        ``box_size``, the frame of the ground-truth boxes (wsolevaluation's 224; None: the image
+        size); array data are boxed at their own size.
     faithfulness: Average Drop, Increase in Confidence, Deletion and Insertion AUC on the first
-        ``images`` test images, by ``faithfulness_protocol``: ``rise`` (the CAM and probability of
-        the top predicted class, RISE's substrates) or ``camexp`` (the label's; see
-        camexp.metrics.faithfulness). ``deletion_step`` pixels per step (None: the image width).
+        ``images`` test images (``"all"``: every one; 0: off), by ``faithfulness_protocol``:
+        ``rise`` (the CAM and probability of the top predicted class, RISE's substrates) or
+        ``camexp`` (the label's; see camexp.metrics.faithfulness). ``deletion_step`` pixels per
+        step (None: the image width).
     """
 
     def __init__(
         self,
         localization: bool = True,
         faithfulness: bool = True,
-        images: int = 256,
+        images: int | str = 256,
+        box_size: int | None = 224,
         cam_curve_interval: float = 0.001,
         iou_thresholds=IOU_THRESHOLDS,
         box_convention: str = "wsol",
@@ -54,8 +59,10 @@ class CamQuality:
         insertion_blur_taps: int = 11,
         batch_size: int = 64,
     ):
-        if int(images) < 0:
-            raise UserError(f"metrics.images must be >= 0, got {images}")
+        if images != "all" and not (isinstance(images, int) and images >= 0):
+            raise UserError(f"metrics.images must be a count >= 0 (0: off) or all, got {images!r}")
+        if box_size is not None and not (isinstance(box_size, int) and box_size >= 1):
+            raise UserError(f"metrics.box_size must be a size in pixels or null, got {box_size!r}")
         if deletion_step is not None and int(deletion_step) < 1:
             raise UserError(f"metrics.deletion_step must be >= 1 or null, got {deletion_step}")
         if not 0 < float(cam_curve_interval) < 1:
@@ -77,7 +84,8 @@ class CamQuality:
             )
         self.localization = bool(localization)
         self.faithfulness = bool(faithfulness)
-        self.images = int(images)
+        self.images = None if images == "all" else images  # None: the whole test split
+        self.box_size = box_size
         self.cam_curve_interval = float(cam_curve_interval)
         self.iou_thresholds = tuple(int(t) for t in iou_thresholds)
         self.box_convention = box_convention
@@ -91,7 +99,7 @@ class CamQuality:
     def __call__(self, model, data, device, prefix: str = "test") -> dict:
         boxes = getattr(data, "test_boxes", None)
         do_boxes = self.localization and boxes is not None
-        do_faith = self.faithfulness and self.images > 0
+        do_faith = self.faithfulness and self.images != 0
         if self.localization and boxes is None:
             log.info("no ground-truth boxes on this dataset: localization metrics skipped")
         if not (do_boxes or do_faith):
@@ -102,8 +110,9 @@ class CamQuality:
         try:
             out = {}
             if do_boxes:
-                loader = getattr(data, "box_test", None)
-                out = self.localize(model, data.test if loader is None else loader, boxes, device)
+                loader = getattr(data, "box_test", None)  # folder data: boxes in box_size frame
+                frame = self.box_size if loader is not None else None
+                out = self.localize(model, loader or data.test, boxes, device, frame)
             if do_faith and out is not None:
                 faith = self.faithful(model, data, device)
                 out = None if faith is None else {**out, **faith}
@@ -115,8 +124,9 @@ class CamQuality:
         log.info("CAM quality in %.1fs: %s", time.perf_counter() - started, out)
         return {f"{prefix}/{k}": v for k, v in out.items()}
 
-    def localize(self, model, loader, boxes, device) -> dict | None:
-        """MaxBoxAccV2 on the CAM of the label, every image of ``loader``; None without a CAM."""
+    def localize(self, model, loader, boxes, device, frame: int | None = None) -> dict | None:
+        """MaxBoxAccV2 on the CAM of the label, every image of ``loader``, scored in a ``frame`` x
+        ``frame`` map (None: the image's size) where ``boxes`` lie; None without a CAM."""
         acc = BoxAccumulator(self.cam_curve_interval, self.iou_thresholds, self.box_convention)
         seen = 0
         for images, labels in track(loader, "CAM quality: boxes"):
@@ -125,21 +135,22 @@ class CamQuality:
             if out.fc_weight is None:
                 return None
             cams = target_cam(out.features.float(), out.fc_weight.float(), labels)  # (B, h, w)
-            maps = scoremaps(cams, images.shape[-2:])  # (B, H, W) in [0, 1]
+            size = images.shape[-2:] if frame is None else (frame, frame)
+            maps = scoremaps(cams, size)  # (B, H, W) in [0, 1], as wsolevaluation's cv2.resize
             correct = (out.logits.argmax(1) == labels).cpu().numpy()
             acc.add(maps.cpu().numpy(), boxes[seen : seen + len(labels)], correct)
             seen += len(labels)
-        return acc.compute()
+        return {**acc.compute(), "box_size": int(size[-1])} if seen else acc.compute()
 
     def faithful(self, model, data, device) -> dict | None:
-        """Drop / increase and deletion / insertion on the first ``images`` test images; None
-        without a CAM."""
+        """Drop / increase and deletion / insertion on the first ``images`` test images (all when
+        None); None without a CAM."""
         faith: dict[str, list] = {}
-        seen = 0
+        seen, limit = 0, float("inf") if self.images is None else self.images
         for images, labels in track(data.test, "CAM quality: faithfulness"):
-            if seen >= self.images:
+            if seen >= limit:
                 break
-            k = min(len(labels), self.images - seen)
+            k = int(min(len(labels), limit - seen))
             images, labels = images[:k].to(device).float(), labels[:k].to(device)
             out = model(images)
             if out.fc_weight is None:

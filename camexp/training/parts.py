@@ -178,7 +178,8 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     if cfg.get("metrics") and cfg.metrics.get("localization"):  # CUB / ImageNet boxes (#9, #13)
         box_set = load_source(d, "test")  # wsolevaluation's geometry: Resize((S, S)), no crop
         box_set.transform = box_transform(size, mean, std)
-        boxes = folder_test_boxes(box_set, size, d.get("root"), str(cfg.metrics.box_convention))
+        frame = int(cfg.metrics.box_size or size)  # CamQuality scores the CAM in this frame
+        boxes = folder_test_boxes(box_set, frame, d.get("root"), str(cfg.metrics.box_convention))
     return Data(
         train, val, test, len(classes), pic_images.shape[1], size, mean, std, classes,
         pic_images, pic_labels, test_boxes=boxes,
