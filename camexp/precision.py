@@ -76,3 +76,31 @@ def choose_amp(
 
 def describe(dtype: torch.dtype | None) -> str:
     return "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name a checkpoint, results.json and camexp-report use: ``bf16`` or ``fp32``."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def resume_precision(
+    stored: str | None, stored_amp, amp, resolved: torch.dtype | None, epoch: int
+) -> torch.dtype | None:
+    """The precision a resumed run continues in: the checkpoint's ``stored`` one (a resume on
+    another CPU must not switch bf16 <-> fp32 mid-run), unless ``amp`` differs from the run's
+    ``stored_amp`` (an override stated on the resume command line): then ``resolved``, with a
+    warning when that changes the precision from ``epoch`` on. A checkpoint written before the
+    precision was stored keeps ``resolved``, with a warning."""
+    now = precision_name(resolved)
+    if stored not in ("bf16", "fp32"):
+        log.warning("the checkpoint records no precision (older camexp); resuming in %s", now)
+        return resolved
+    if str(amp) != str(stored_amp):
+        if now != stored:
+            log.warning("amp=%s stated on resume: the run changes from %s to %s at epoch %d, and "
+                        "its results mix precisions", amp, stored, now, epoch)  # fmt: skip
+        return resolved
+    if now != stored:
+        log.warning("resuming in the run's stored precision %s (amp=%s would pick %s on this "
+                    "machine); state amp= on resume to change it", stored, amp, now)  # fmt: skip
+    return torch.bfloat16 if stored == "bf16" else None

@@ -59,7 +59,7 @@ def test_the_training_figure_titles_columns_names_classes_and_has_a_colorbar(mod
     rows = labels_drawn[3:]
     assert rows[1].get_text().startswith("true: Sneaker\npred: ") and len(rows) == 3
     assert rows[0].get_color() == "red" and rows[1].get_color() == "black"  # wrong stands out
-    assert "map value (min-max per map)" in figure_texts(fig)  # the colorbar
+    assert any(t.startswith("map value (min-max per map)") for t in figure_texts(fig))
     # the image column is the image; the CAM column its overlay (torchcam style)
     assert np.allclose(tile(fig, 2, 0), pixels[2].permute(1, 2, 0).numpy())
     blend = overlay(pixels[1:2], columns[0][1][1:2])[0].permute(1, 2, 0).clamp(0, 1).numpy()

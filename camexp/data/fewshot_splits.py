@@ -263,3 +263,12 @@ def limit_per_class(source, count: int | None):
         source.classes,
         name=source.name,
     )
+
+
+def seen_classes(trained_on: list, episode_classes: dict) -> dict[str, list[str]]:
+    """Per episode split, the classes a backbone's checkpoint was trained on (its
+    ``meta.dataset.classes``): any at all means its few-shot numbers are not few-shot."""
+    seen = {str(c) for c in trained_on}
+    overlap = {name: [str(c) for c in classes if str(c) in seen]
+               for name, classes in episode_classes.items()}  # fmt: skip
+    return {name: found for name, found in overlap.items() if found}

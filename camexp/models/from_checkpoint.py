@@ -6,15 +6,23 @@ A checkpoint written by a training task carries, besides the weights (``state["m
     meta["model"]   = {backbone, kwargs, small_input_stem, in_chans, num_classes, image_size,
                        mean, std, exact_cam}           # enough to rebuild the network and feed it
     meta["dataset"] = {name, classes}                  # what its classifier's outputs mean
+    meta["split"]   = {val_size, split_seed, subset}   # which training images it held out
 
 Every consumer (task=eval, the KD teacher, the transfer source, the few-shot backbone, the report's
 CAM pictures) reads it with :func:`read_checkpoint`, builds the network with
 :func:`build_from_spec` / :func:`model_from_checkpoint` and compares it with its run through
 :func:`check_checkpoint`; the user never restates what the checkpoint knows. See docs/design.md.
+
+A consumer that re-creates the validation split of the checkpoint's own dataset (task=eval, a
+transfer on the same dataset, the KD teacher's val accuracy) uses the checkpoint's split or stops
+on a mismatch (:func:`check_split`), so its "val" images are never ones the net trained on.
+Checkpoints written before ``meta["split"]`` existed cannot be checked: a warning says so and the
+run's configured split is used.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from camexp.errors import UserError
@@ -24,6 +32,8 @@ from camexp.run.checkpoint import load_checkpoint
 MODEL_KEYS = ("backbone", "kwargs", "small_input_stem", "in_chans", "num_classes", "image_size",
               "mean", "std", "exact_cam")  # fmt: skip
 DATASET_KEYS = ("name", "classes")
+HELD_OUT = ("val_size", "split_seed")  # with the dataset, these decide which images are val
+log = logging.getLogger(__name__)
 # What a mismatch means, per compared fact; a caller may replace a hint (e.g. transfer's channels).
 HINTS = {
     "backbone": "the architecture comes from the checkpoint: set the expected name to {saved} "
@@ -36,6 +46,8 @@ HINTS = {
     "std": "the input normalisation must be the one it was trained with",
     "classes": "its outputs mean other classes",
     "dataset": "it was trained on another dataset",
+    "val_size": "its validation images were held out with dataset.val_size={saved}; use it",
+    "split_seed": "its validation images were held out with dataset.split_seed={saved}; use it",
 }
 
 
@@ -58,6 +70,32 @@ def model_spec(*, backbone: str, kwargs: dict, small_input_stem: bool, in_chans:
 def dataset_identity(name: str, classes) -> dict:
     """``meta["dataset"]``: the dataset's name and its class names in label order."""
     return {"name": str(name), "classes": [str(c) for c in classes]}
+
+
+def split_identity(val_size, split_seed, subset) -> dict:
+    """``meta["split"]``: which training images were held out as val (and the debug subset)."""
+    subset = {str(k): (None if v is None else int(v)) for k, v in dict(subset or {}).items()}
+    return {"val_size": int(val_size), "split_seed": int(split_seed), "subset": subset}
+
+
+def saved_split(state: dict, path: str, role: str) -> dict | None:
+    """The checkpoint's ``meta["split"]``, or None with a warning (written before it existed)."""
+    split = state["meta"].get("split")
+    if not isinstance(split, dict) or any(k not in split for k in HELD_OUT):
+        log.warning("%s %s records no validation split (written by an older camexp): its val "
+                    "images may overlap this run's; using this run's dataset.val_size and "
+                    "dataset.split_seed", role, path)  # fmt: skip
+        return None
+    return split
+
+
+def check_split(state: dict, path: str, *, role: str, split: dict, hint: str = "") -> None:
+    """This run's held-out split (``split``: val_size, split_seed) must be the checkpoint's when
+    both come from the same dataset; one line otherwise (a warning for an older checkpoint)."""
+    if saved_split(state, path, role) is None:
+        return
+    hints = {k: HINTS[k] + hint for k in HELD_OUT}
+    check_checkpoint(state, path, role=role, expect={k: split[k] for k in HELD_OUT}, hints=hints)
 
 
 def read_checkpoint(path: str, role: str = "checkpoint") -> dict:
@@ -149,6 +187,8 @@ def check_checkpoint(
             saved = meta["dataset"]["name"]
         elif key == "classes":
             saved = meta["dataset"]["classes"]
+        elif key in HELD_OUT:
+            saved = meta["split"][key]
         else:
             saved = meta["model"][key]
         if _same(saved, current):

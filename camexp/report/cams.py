@@ -10,8 +10,9 @@ nothing read from a run folder is instantiated), and writes one PNG row per imag
     image (ground-truth boxes in green, when the dataset has them) | A: CAM | A: CAAM | B: CAM | ...
 
 Maps are those of camexp.report.pictures (target-class CAM and CAAM, min-max normalised, bilinear
-upsampling, overlaid in torchcam's jet style), columns titled by run letter, the letters named
-in the title by the overrides that differ between the runs. All runs must have been trained on
+upsampling, overlaid in torchcam's jet style), columns titled by run letter, each letter named in
+the title by its run folder, the overrides that differ from the defaults, the weights (last or
+best) and their epoch. All runs must have been trained on
 the same dataset; each run sees the images normalised as it was trained.
 """
 
@@ -25,8 +26,15 @@ from omegaconf import OmegaConf
 
 from camexp.errors import UserError
 from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
-from camexp.report.pictures import cam_figure, class_name, model_columns, save_figure
-from camexp.report.runs import run_labels
+from camexp.report.pictures import (
+    cam_figure,
+    class_name,
+    model_columns,
+    run_title,
+    save_figure,
+    weights_title,
+)
+from camexp.report.runs import SkippedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,18 @@ def run_checkpoint(run_dir: str) -> tuple[dict, str]:
         if os.path.isfile(path):
             return read_checkpoint(path, f"{run_dir}'s checkpoint"), path
     raise UserError(f"{run_dir} has no checkpoints/last.pt or best.pt; pass a training run folder")
+
+
+def provenance(run_dir: str, state: dict, path: str) -> str:
+    """One run's title line: folder, overrides that differ from the defaults, weights, epoch."""
+    try:
+        overrides = [f"{k}={v}" for k, v in load_run(run_dir).overrides.items()]
+    except SkippedRun:
+        overrides = []
+    weights = os.path.splitext(os.path.basename(path))[0]  # last | best
+    return weights_title(run_title(run_dir, overrides), weights, state.get("epoch")).replace(
+        "\n", "; "
+    )
 
 
 def plain(value) -> bool:
@@ -145,8 +165,10 @@ def compare_cams(run_dirs: list[str], out_png: str, images: int = 8):
         f"{letters[i]}: {class_name(p[r], classes)}" for i, p in enumerate(preds))
         for r, y in enumerate(labels)]  # fmt: skip
     wrong = [any(p[r] != int(y) for p in preds) for r, y in enumerate(labels)]
-    names = run_labels(run_dirs)
-    title = "   ".join(f"{letters[i]} = {n}" for i, n in enumerate(names))
+    title = "\n".join(
+        f"{letters[i]} = {provenance(d, state, path)}"
+        for i, (d, (state, path)) in enumerate(zip(run_dirs, loaded, strict=True))
+    )
     fig = cam_figure(shown, columns, texts, wrong, title=title)
     save_figure(fig, out_png)
     return fig

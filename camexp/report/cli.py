@@ -9,8 +9,11 @@ that do not change results, e.g. ``progress``, ``metrics``); each metric is show
 std over the completed runs of a group, with their count. With ``--cols`` each non-baseline column
 gets a delta column: the difference with its 95 % confidence interval, from a paired t-test over
 the seeds both columns share (Welch's t-test when they do not pair). Failed, diverged, preempted
-and incomplete runs are listed under the table and never averaged in. ``--format csv`` is one
-long-format CSV: one row per group and metric.
+and incomplete runs are listed under the table and never averaged in. The precision the runs
+trained in (bf16 or fp32, results.json) is stated under the table, and is a grouping column when
+it varies: runs of different precision never share a cell. ``--task NAME`` and ``--where
+key=value`` (repeatable; a dotted config key, compared as the run's value) select the runs.
+``--format csv`` is one long-format CSV: one row per group and metric.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import os
 import sys
 
 from camexp.errors import UserError
-from camexp.report.runs import MISSING, NOT_GROUPED, find_runs, group_runs, grouping_keys
+from camexp.report.runs import (
+    MISSING,
+    NOT_GROUPED,
+    PRECISION,
+    find_runs,
+    group_runs,
+    grouping_keys,
+)
 from camexp.report.table import long_csv, long_table, pivot_table, render
 
 # Per task, the metrics shown without --metrics (those that some completed run has).
@@ -48,6 +58,14 @@ def parser() -> argparse.ArgumentParser:
         help="results.json metrics to show (default per task: test/acc1 and test_best/acc1 for "
         "training tasks, test/acc1 and test/acc5 for eval, the episode accuracies for fewshot)",
     )
+    p.add_argument("--task", default=None, help="only runs of this task (classify, kd, ...)")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs whose config has this value (dotted key, e.g. loss.cam.weight=1); repeat",
+    )
     p.add_argument("--rows", action="append", default=[], help="row key(s), e.g. backbone")
     p.add_argument("--cols", default=None, help="column key, e.g. loss.cam.weight (adds deltas)")
     p.add_argument("--baseline", default=None, help="--cols value the deltas subtract")
@@ -62,7 +80,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write curves per group (mean, ± std band)")
     p.add_argument("--plot-metric", default="val/acc1", help="metrics.csv column to plot")
     p.add_argument("--cams", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs' CAMs")
-    p.add_argument("--cams-out", default="cams_compare.png", help="PNG written by --cams")
+    p.add_argument(
+        "--cams-out", default=None, help="PNG written by --cams (default: RUN_A/cams_compare.png)"
+    )
     return p
 
 
@@ -124,7 +144,7 @@ def failure_lines(runs: list) -> list:
 
 
 def report(args: argparse.Namespace) -> str:
-    runs = find_runs(args.paths)
+    runs = find_runs(args.paths, args.task, tuple(args.where))
     completed = [r for r in runs if r.status == "completed"]
     failures = failure_lines(runs)
     if not completed:
@@ -149,6 +169,12 @@ def report(args: argparse.Namespace) -> str:
         out = render(table, args.format, args.digits, show_n=True)
     else:
         out = render(long_table(groups, keys, metrics), args.format, args.digits)
+    precisions = sorted({run.value(PRECISION) for run in completed})
+    if len(precisions) == 1:  # else a grouping column (runs.grouping_keys)
+        line = f"Precision: {precisions[0]} (every averaged run)"
+        out += {"markdown": "\n\n" + line, "latex": "\n% " + line}.get(args.format, "")
+        if args.format == "csv":
+            print(line, file=sys.stderr)
     if failures:
         note = f"Not averaged ({len(failures)} of {len(runs)} runs):"
         if args.format == "markdown":
@@ -189,7 +215,8 @@ def main(argv: list | None = None) -> int:
         if args.paths:
             print(report(args))
         if args.cams:
-            compare_cams(*args.cams, args.cams_out)
+            out = args.cams_out or os.path.join(args.cams[0], "cams_compare.png")
+            compare_cams(*args.cams, out)
     except UserError as err:
         print(f"camexp-report: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

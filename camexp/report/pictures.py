@@ -12,6 +12,9 @@ and, for two runs, to ``camexp-report --cams``.
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,8 @@ COLORMAP = "jet"
 CELL_INCHES = 1.4  # one image cell; at DPI 100 three columns make a figure > 600 px wide
 DPI = 100
 PAD = 1  # pixels of white between tiles
+# The overlay colours value ** 2 (torchcam), so the colorbar's scale is a power law: say so.
+GAMMA_LABEL = "map value (min-max per map); colour = jet(value²), gamma 2 scale"
 
 
 def heat(maps: torch.Tensor) -> torch.Tensor:
@@ -42,6 +47,20 @@ def upsampled(maps: torch.Tensor, size) -> torch.Tensor:
     """(B, h, w) raw maps -> (B, H, W) in [0, 1]: bilinear to the image size, then min-max."""
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)
     return normalize(up[:, 0])
+
+
+def run_title(run_dir: str, overrides: list) -> str:
+    """A figure's provenance, first line: the run folder's name and the overrides that differ
+    from the defaults (those that change results: not ``progress=``, ``hydra.*``, ...)."""
+    from camexp.run.keys import neutral
+
+    changed = [str(o) for o in overrides if not neutral(str(o).split("=", 1)[0])]
+    return f"{os.path.basename(os.path.normpath(run_dir))}: {' '.join(changed) or 'defaults'}"
+
+
+def weights_title(run: str, weights: str, epoch) -> str:
+    """``run`` (:func:`run_title`), then which weights (last, best, EMA) of which epoch."""
+    return f"{run}\n{weights} weights, epoch {epoch}"
 
 
 def class_name(k: int, classes=None) -> str:
@@ -73,9 +92,13 @@ def cam_figure(pixels, columns: list, row_labels: list, wrong: list | None = Non
             y, x = r * (h + PAD), c * (w + PAD)
             mosaic[y : y + h, x : x + w] = tile[r].permute(1, 2, 0)
     # inches: a tile is CELL_INCHES wide; margins for row labels (left), titles (top), colorbar
-    left, top, right, bottom = 1.3, 0.35 + (0.3 if title else 0), 1.1, 0.1
+    left, right, bottom = 1.3, 1.1, 0.1
+    width = left + cols * CELL_INCHES + right
+    # about 13 characters of a 10-point title per inch; a long override list wraps
+    title = "\n".join(textwrap.fill(line, int(width * 13)) for line in title.splitlines())
+    top = 0.35 + 0.2 * len(title.splitlines())
     cell_h = CELL_INCHES * h / w
-    width, height = left + cols * CELL_INCHES + right, top + rows * cell_h + bottom
+    height = top + rows * cell_h + bottom
     fig = plt.figure(figsize=(width, height), dpi=DPI)
     ax = fig.add_axes((left / width, bottom / height, cols * CELL_INCHES / width,
                        rows * cell_h / height))  # fmt: skip
@@ -92,7 +115,7 @@ def cam_figure(pixels, columns: list, row_labels: list, wrong: list | None = Non
         fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
     bar = fig.add_axes((1 - 0.75 / width, 0.15, 0.15 / width, 0.7))
     mappable = ScalarMappable(norm=PowerNorm(gamma=2, vmin=0, vmax=1), cmap=COLORMAP)
-    fig.colorbar(mappable, cax=bar).set_label("map value (min-max per map)", fontsize=8)
+    fig.colorbar(mappable, cax=bar).set_label(GAMMA_LABEL, fontsize=8)
     return fig
 
 
@@ -142,14 +165,16 @@ def denormalised(images: torch.Tensor, mean, std) -> torch.Tensor:
     return pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels
 
 
-def cam_grid(model, images: torch.Tensor, labels: torch.Tensor, mean, std, classes=None):
-    """The training run's picture as a (3, H', W') tensor: image | CAM | CAAM per row."""
+def cam_grid(model, images: torch.Tensor, labels: torch.Tensor, mean, std, classes=None,
+             title: str = ""):  # fmt: skip
+    """The training run's picture as a (3, H', W') tensor: image | CAM | CAAM per row, under
+    ``title`` (its provenance: :func:`run_title` and :func:`weights_title`)."""
     columns, preds = model_columns(model, images, labels)
     true, preds = labels.cpu().tolist(), preds.tolist()
     texts = [f"true: {class_name(t, classes)}\npred: {class_name(p, classes)}"
              for t, p in zip(true, preds, strict=True)]  # fmt: skip
     wrong = [t != p for t, p in zip(true, preds, strict=True)]
-    return figure_array(cam_figure(denormalised(images, mean, std), columns, texts, wrong))
+    return figure_array(cam_figure(denormalised(images, mean, std), columns, texts, wrong, title))
 
 
 def save_png(grid: torch.Tensor, path: str, scale: int = 1) -> None:

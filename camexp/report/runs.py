@@ -24,6 +24,9 @@ from camexp.run.keys import RESULT_NEUTRAL_KEYS, neutral
 # and everything under it: ``metrics`` covers ``metrics=none`` and ``metrics.images=8``).
 NOT_GROUPED = ("seed", *RESULT_NEUTRAL_KEYS)
 MISSING = "-"
+# results.json's resolved precision (amp=auto differs by machine): runs of different precision
+# are never pooled, since it is a grouping key whenever it varies.
+PRECISION = "precision"
 
 
 @dataclass
@@ -37,8 +40,11 @@ class Run:
     config: object  # OmegaConf DictConfig or None
     error: str | None = None
     epochs_completed: int | None = None
+    precision: str | None = None  # bf16 | fp32 (results.json); None: an older run
 
     def value(self, key: str) -> str:
+        if key == PRECISION:
+            return str(self.precision or MISSING)
         if key in self.overrides:
             return self.overrides[key]
         if key in self.choices:
@@ -189,11 +195,13 @@ def load_run(folder: str) -> Run:
         config=config,
         error=results.get("error"),
         epochs_completed=results.get("epochs_completed"),
+        precision=results.get("precision"),
     )
 
 
-def find_runs(paths: list) -> list:
-    """Every run folder under ``paths`` (each a run folder or any folder above run folders)."""
+def find_runs(paths: list, task: str | None = None, where: tuple = ()) -> list:
+    """Every run folder under ``paths`` (each a run folder or any folder above run folders), of
+    ``task`` when given, whose config values match every ``key=value`` of ``where``."""
     folders = []
     for path in paths:
         if not os.path.isdir(path):
@@ -216,13 +224,46 @@ def find_runs(paths: list) -> list:
         raise UserError(
             f"no runs under {', '.join(paths)}: found no folder with results.json or .hydra/"
         )
+    runs = filter_runs(runs, task, where)
     tasks = {}
     for run in runs:
         tasks[run.task] = tasks.get(run.task, 0) + 1
     if len(tasks) > 1:
         found = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items(), key=str))
-        raise UserError(f"runs of different tasks are mixed: {found}; report one task at a time")
+        raise UserError(
+            f"runs of different tasks are mixed: {found}; report one task at a time (--task NAME)"
+        )
     return runs
+
+
+def parse_where(conditions) -> list[tuple[str, str]]:
+    """``["loss.cam.weight=1", ...]`` -> ``[("loss.cam.weight", "1"), ...]`` (values normalised
+    as run values are: ``1.0`` == ``1``)."""
+    parsed = []
+    for text in conditions:
+        key, eq, value = str(text).partition("=")
+        if not eq or not key.strip() or any(c in key for c in " ,"):
+            raise UserError(f"--where {text!r}: write key=value with a dotted config key, e.g. "
+                            "--where loss.cam.weight=1 (repeat --where for several)")  # fmt: skip
+        parsed.append((key.strip(), normalise(value.strip())))
+    return parsed
+
+
+def filter_runs(runs: list, task: str | None, where) -> list:
+    """The runs of ``task`` whose value of each ``where`` key is its value; none left: one
+    line naming what there is."""
+    kept = [run for run in runs if task is None or run.task == task]
+    if not kept:
+        found = ", ".join(sorted({str(run.task) for run in runs}))
+        raise UserError(f"no runs of task {task!r} among the {len(runs)} found (tasks: {found})")
+    for key, value in parse_where(where):
+        matching = [run for run in kept if run.value(key) == value]
+        if not matching:
+            seen = sorted({run.value(key) for run in kept}, key=sort_key)
+            raise UserError(f"--where {key}={value} matches no run; its values: "
+                            f"{', '.join(seen)}")  # fmt: skip
+        kept = matching
+    return kept
 
 
 def grouping_keys(runs: list, ignore=NOT_GROUPED, keep=()) -> list:
@@ -230,6 +271,9 @@ def grouping_keys(runs: list, ignore=NOT_GROUPED, keep=()) -> list:
     keys = dict.fromkeys(keep)
     for run in runs:
         keys.update(dict.fromkeys(run.overrides))
+    if len({run.value(PRECISION) for run in runs if run.status == "completed"}) > 1:
+        keep = (*keep, PRECISION)  # never pooled: bf16 and fp32 runs are separate groups
+        keys[PRECISION] = None
     varying = [
         k
         for k in keys
@@ -260,17 +304,3 @@ def sort_key(value: str):
         return (0, float(value), "")
     except ValueError:
         return (1, 0.0, value)
-
-
-def run_labels(folders: list) -> list:
-    """Short names for runs shown side by side: the overrides whose values differ between them
-    (``loss.cam.weight=0`` vs ``loss.cam.weight=1``), else the folder names."""
-    try:
-        runs = [load_run(f) for f in folders]
-    except SkippedRun:
-        return [os.path.basename(os.path.normpath(f)) for f in folders]
-    keys = grouping_keys(runs)
-    labels = [", ".join(f"{k}={run.value(k)}" for k in keys) for run in runs]
-    if len(set(labels)) < len(labels) or not all(labels):
-        labels = [os.path.basename(os.path.normpath(f)) for f in folders]
-    return labels

@@ -26,8 +26,10 @@ from camexp.run.tracking import shareable
 FORMAT = "camexp-checkpoint-v1"
 # Keys a resumed run may change (and a checkpoint's config may differ in): the keys that leave
 # results unchanged (camexp/run/keys.py, the one list), plus ``fewshot``, which only changes what
-# is measured after training.
-VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "epochs")  # epochs: camexp/run/extend.py
+# is measured after training, and ``amp``: a resume keeps the checkpoint's stored precision unless
+# amp= is stated, then warns that the run mixes precisions (camexp/precision.py), and ``epochs``:
+# a resume may extend a run (never shorten it; the schedule is recomputed, camexp/run/extend.py).
+VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "amp", "epochs")
 
 
 def save_checkpoint(path: str, state: dict) -> None:

@@ -28,3 +28,11 @@ def cpu_name() -> str:
     elif "AMD" in name and family == "23":  # Zen, Zen+ and Zen 2 (a VM may mask the model)
         zen = "Zen 2 or earlier"
     return f"{name} (family {family} model {model}{': ' + zen if zen else ''})"
+
+
+def machine_record(device: str | None) -> dict:
+    """results.json's ``machine``: the CPU, torch's intra-op threads and version, the device."""
+    import torch
+
+    return {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": device}  # fmt: skip

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from camexp.errors import Diverged
 from camexp.run.distributed import is_main
+from camexp.run.machine import machine_record
 from camexp.run.tracking import peak_rss_mb, versions, write_json_atomic
 
 
@@ -47,9 +48,16 @@ class RunRecord:
             "config": resolved_or_raw(cfg),
             "versions": versions(),
         }
+        self.device = self.precision = None  # known once the task resolves them: note()
         if is_main():
             os.makedirs(run_dir, exist_ok=True)
         self.write("running", epochs_completed=0, metrics={})
+
+    def note(self, *, device=None, precision: str | None = None) -> None:
+        """Facts every later write records, a failed run's too: the device and the precision
+        (``bf16``/``fp32``; camexp-report never pools runs of different precision)."""
+        self.device = str(device) if device is not None else self.device
+        self.precision = precision if precision is not None else self.precision
 
     def write(self, status: str, **fields) -> dict:
         not_finite = non_finite(fields.get("metrics") or {}) if status == "completed" else []
@@ -61,9 +69,11 @@ class RunRecord:
         results = {
             "status": status,
             **{k: self.base[k] for k in ("task",)},
+            "precision": self.precision,
             **fields,
             "wall_time_s": round(time.time() - self.start, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "machine": machine_record(self.device),
             **{k: v for k, v in self.base.items() if k != "task"},
         }
         if is_main():  # under torchrun only rank 0 writes the run folder

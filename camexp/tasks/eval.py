@@ -7,17 +7,30 @@ The model is the checkpoint's (its ``meta.model``: no backbone to restate). The 
 ``dataset``; it must be what the checkpoint was trained on (class names, input size and
 normalisation), checked by the one contract check (camexp/models/from_checkpoint.py), unless
 ``task.allow_other_dataset=true``: then only the channel and class counts must fit.
+
+On the checkpoint's own dataset, val is the checkpoint's held-out split (its ``meta.split``:
+val_size, split_seed, subset), whatever the config says, so val never holds training images; a
+``dataset.val_size=`` or ``dataset.split_seed=`` stated on the command line that differs from it is
+refused. A checkpoint from before ``meta.split`` existed: a warning, and the config's split.
 """
 
 import logging
 import os
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from camexp.engine import evaluate
 from camexp.errors import UserError
-from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
-from camexp.report.pictures import cam_grid, save_png
+from camexp.models.from_checkpoint import (
+    HELD_OUT,
+    check_checkpoint,
+    check_split,
+    model_from_checkpoint,
+    read_checkpoint,
+    saved_split,
+)
+from camexp.precision import precision_name
+from camexp.report.pictures import cam_grid, run_title, save_png, weights_title
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
 from camexp.training import parts as build
@@ -25,6 +38,24 @@ from camexp.training import parts as build
 log = logging.getLogger(__name__)
 ROLE = "checkpoint"
 OTHER = "set task.allow_other_dataset=true to evaluate it on this dataset anyway"
+
+
+def use_checkpoint_split(cfg: DictConfig, state: dict, path: str, stated: list) -> dict | None:
+    """Set ``cfg.dataset``'s split to the checkpoint's (the keys not ``stated`` on the command
+    line; stated ones must equal it). Returns the split used, None for an older checkpoint."""
+    saved = saved_split(state, path, ROLE)
+    if saved is None:
+        return None
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in stated}
+    with open_dict(cfg.dataset):
+        for key in (*HELD_OUT, "subset"):
+            if key in saved and not any(k.startswith(f"dataset.{key}") for k in keys):
+                cfg.dataset[key] = saved[key]
+    d = cfg.dataset
+    check_split(state, path, role=ROLE, split={k: int(d[k]) for k in HELD_OUT},
+                hint=", or leave it unset")  # fmt: skip
+    return {"val_size": int(d.val_size), "split_seed": int(d.split_seed),
+            "subset": dict(d.get("subset") or {})}  # fmt: skip
 
 
 def run(cfg: DictConfig, record: RunRecord) -> dict:
@@ -35,9 +66,12 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     state = read_checkpoint(path, ROLE)
     build.check_common(cfg)
     device = build.resolve_device(str(cfg.device))
+    record.note(device=device)
     build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
 
-    # --- data, checked against the checkpoint; then its model
+    # --- data (the checkpoint's held-out split on its own dataset), checked; then its model
+    same = state["meta"]["dataset"]["name"] == str(cfg.dataset.name)
+    split = use_checkpoint_split(cfg, state, path, record.base["overrides"]) if same else None
     data = build.build_data(cfg, device)
     expect = {"num_classes": data.num_classes, "in_chans": data.channels}
     if not cfg.task.allow_other_dataset:
@@ -49,13 +83,17 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
 
     # --- test
     amp = build.amp_dtype(str(cfg.amp), device)
+    record.note(precision=precision_name(amp))
     metrics = {}
     if data.val is not None:
         metrics.update(evaluate(model, track(data.val, "val"), device, amp_dtype=amp, prefix="val"))
     metrics.update(evaluate(model, track(data.test, "test"), device, amp_dtype=amp, prefix="test"))
     if len(data.picture_labels) and model.exact_cam:
+        weights = os.path.splitext(os.path.basename(path))[0]  # last | best | another file
+        title = weights_title(run_title(record.run_dir, record.base["overrides"]), weights,
+                              state.get("epoch"))  # fmt: skip
         grid = cam_grid(model, data.picture_images, data.picture_labels, data.mean, data.std,
-                        data.classes)  # fmt: skip
+                        data.classes, title=title)  # fmt: skip
         save_png(grid, os.path.join(record.run_dir, "cams.png"))
     cam_quality = build.build_cam_quality(cfg)  # MaxBoxAccV2 on boxed data, faithfulness (#9)
     if cam_quality is not None:
@@ -70,5 +108,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         checkpoint=path,
         checkpoint_epoch=state.get("epoch"),
         checkpoint_dataset=state["meta"]["dataset"]["name"],
+        checkpoint_precision=state.get("precision_label") or state.get("precision"),
+        split=split,
         metrics={k: round(v, 4) for k, v in metrics.items()},
     )

@@ -35,7 +35,7 @@ from camexp.data.episodes import (
     episode_accuracies,
     sample_episodes,
 )
-from camexp.data.fewshot_splits import limit_per_class
+from camexp.data.fewshot_splits import limit_per_class, seen_classes
 from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.sources import ArraySplit
@@ -43,6 +43,7 @@ from camexp.data.support_views import support_view_loaders
 from camexp.engine import autocast
 from camexp.errors import UserError
 from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
+from camexp.precision import precision_name
 from camexp.run import distributed
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
@@ -138,9 +139,30 @@ def support_features(cfg: DictConfig, model, source, spec: dict, device, amp_dty
     return np.stack([extract_features(model, view, device, amp_dtype)[0] for view in loaders])
 
 
-def load_backbone(cfg: DictConfig, path: str, source, device):
-    """The frozen backbone of a camexp checkpoint; its input channels must fit the episodes'."""
+def check_unseen(cfg: DictConfig, state: dict, path: str, sources: dict) -> None:
+    """The backbone must not have been trained on an episode split's classes (its checkpoint's
+    ``meta.dataset.classes``), unless ``fewshot.allow_class_overlap=true``."""
+    trained_on = state["meta"]["dataset"]["classes"]
+    overlap = seen_classes(trained_on, {name: s.classes for name, s in sources.items()})
+    if overlap and not cfg.fewshot.allow_class_overlap:
+        name, found = next(iter(overlap.items()))
+        shown = ", ".join(found[:4]) + (f", ... ({len(found)} in all)" if len(found) > 4 else "")
+        raise UserError(
+            f"{ROLE} {path} was trained on {len(found)} of the {name} classes ({shown}) of "
+            f"{cfg.dataset.name}: its few-shot accuracy would not be few-shot; use a backbone "
+            "trained on the base classes, or fewshot.allow_class_overlap=true to score it anyway"
+        )
+    if overlap:
+        log.warning("%s was trained on %s classes; scored anyway (fewshot.allow_class_overlap)",
+                    path, " and ".join(overlap))  # fmt: skip
+
+
+def load_backbone(cfg: DictConfig, path: str, sources: dict, device):
+    """The frozen backbone of a camexp checkpoint; its input channels must fit the episodes',
+    and it must not have seen their classes (:func:`check_unseen`)."""
     state = read_checkpoint(path, ROLE)
+    check_unseen(cfg, state, path, sources)
+    source = next(iter(sources.values()))
     check_checkpoint(state, path, role=ROLE, expect={"in_chans": channels(source)})
     model = model_from_checkpoint(state, path, needs_cam=False, role=ROLE)
     return build.place(cfg, model, device), state
@@ -172,6 +194,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     f = check_config(cfg)
     build.check_common(cfg)
     device = build.resolve_device(str(cfg.device))
+    record.note(device=device)
     sources = {
         name: limit_per_class(build.load_source(cfg.dataset, name), f.get("images_per_class"))
         for name in f.splits
@@ -196,8 +219,9 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
 
     # --- stage 2: features once per image, then the episodes
     amp = build.amp_dtype(str(cfg.amp), device)
+    record.note(precision=fields.get("precision") or precision_name(amp))  # training's, if any
     metrics = {f"base/{k}": v for k, v in fields.get("metrics", {}).items()}
-    model, state = load_backbone(cfg, path, next(iter(sources.values())), device)
+    model, state = load_backbone(cfg, path, sources, device)
     spec = state["meta"]["model"]
     started = time.perf_counter()
     for name, source in sources.items():
@@ -221,6 +245,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
             "episodes": int(f.episodes),
             "episode_seed": int(f.episode_seed),
             "support_augmentations": int(f.support_augmentations),
+            "embedding_precision": precision_name(amp),
             "images_per_class": f.get("images_per_class"),
             "seconds": round(time.perf_counter() - started, 2),
         },

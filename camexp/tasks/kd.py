@@ -18,7 +18,13 @@ from omegaconf import DictConfig
 
 from camexp.engine import evaluate
 from camexp.errors import UserError
-from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
+from camexp.models.from_checkpoint import (
+    HELD_OUT,
+    check_checkpoint,
+    check_split,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from camexp.models.teacher import FrozenTeacher, needs_teacher_cam
 from camexp.run.checkpoint import file_sha256
 from camexp.run.progress import track
@@ -59,13 +65,17 @@ def teacher_builder(state: dict, path: str):
     return build_teacher
 
 
-def teacher_metrics(cfg: DictConfig):
-    """The teacher's accuracy on val (test without a val split), once, before training."""
+def teacher_metrics(cfg: DictConfig, state: dict, path: str):
+    """The teacher's accuracy on val (test without a val split), once, before training; on the
+    teacher's own dataset val must be the split it held out (or teacher/val is inflated)."""
 
     def measure(trainer, teacher) -> dict:
         if not cfg.task.eval_teacher:
             return {}
         data = trainer.data
+        if data.val is not None and state["meta"]["dataset"]["name"] == str(cfg.dataset.name):
+            check_split(state, path, role=ROLE, split={k: int(cfg.dataset[k]) for k in HELD_OUT},
+                        hint=" (the teacher's split), or task.eval_teacher=false")  # fmt: skip
         prefix = "teacher/val" if data.val is not None else "teacher/test"
         metrics = evaluate(teacher, track(data.val or data.test, "teacher"), trainer.device,
                            amp_dtype=trainer.amp_dtype, prefix=prefix)  # fmt: skip
@@ -83,7 +93,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     digest = file_sha256(path)  # resume refuses another file at this path (run/checkpoint.py)
     parts = TaskParts(
         teacher=teacher_builder(state, path),
-        before_training=teacher_metrics(cfg),
+        before_training=teacher_metrics(cfg, state, path),
         hparams={"teacher": name},
         meta={"teacher": {"path": path, "sha256": digest}},
         fields={"teacher": {"name": name, "ckpt": path, "sha256": digest}},

@@ -8,8 +8,10 @@ The source is a camexp checkpoint (``init.checkpoint``; its architecture is the 
 (``backbone.pretrained=true``, needs the hub). The classifier is replaced for the target's
 classes; everything else loads strictly. Whether CAM-loss is on during transfer
 (``loss.cam.weight``) is independent of how the source was trained, and results.json records the
-source (path and a summary of its config) so a report can group by pretraining. The rest is the
-shared wiring (camexp/training/wiring.py), DDP included.
+source (path and a summary of its config) so a report can group by pretraining. A source trained
+on this very dataset must have held out the same val images (``dataset.val_size`` and
+``dataset.split_seed`` equal to its ``meta.split``), or val would hold images it trained on. The
+rest is the shared wiring (camexp/training/wiring.py), DDP included.
 """
 
 import json
@@ -20,7 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from camexp.errors import UserError
 from camexp.models import surgery
-from camexp.models.from_checkpoint import build_from_spec, check_checkpoint, read_checkpoint
+from camexp.models.from_checkpoint import (
+    HELD_OUT,
+    build_from_spec,
+    check_checkpoint,
+    check_split,
+    read_checkpoint,
+)
 from camexp.models.provenance import source_summary
 from camexp.run.record import RunRecord
 from camexp.training import parts as build
@@ -139,6 +147,9 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
     if float(cfg.transfer.head_lr_mult) <= 0:
         raise UserError(f"transfer.head_lr_mult must be > 0, got {cfg.transfer.head_lr_mult}")
     state, source = read_source(cfg)  # a wrong path stops before any data loads
+    if state is not None and state["meta"]["dataset"]["name"] == str(cfg.dataset.name):
+        check_split(state, source["checkpoint"], role=ROLE, hint=" (the source's split)",
+                    split={k: int(cfg.dataset[k]) for k in HELD_OUT})  # fmt: skip
     record.base["source"] = source  # in results.json from now on, failed runs included
     model, fields = source_model(state, source)
     parts = TaskParts(

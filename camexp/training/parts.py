@@ -25,7 +25,7 @@ from camexp.errors import UserError
 from camexp.losses import Objective, build_objective
 from camexp.metrics.boxes import folder_test_boxes
 from camexp.models.backbone import Backbone, build_backbone
-from camexp.models.from_checkpoint import dataset_identity, model_spec
+from camexp.models.from_checkpoint import dataset_identity, model_spec, split_identity
 from camexp.models.teacher import check_teacher_terms
 from camexp.precision import choose_amp, describe
 from camexp.run import distributed
@@ -238,13 +238,15 @@ def place(cfg: DictConfig, model: Backbone, device: torch.device) -> Backbone:
 
 
 def checkpoint_meta(cfg: DictConfig, data: Data, model: Backbone, arch: dict) -> dict:
-    """The checkpoint contract's record (camexp/models/from_checkpoint.py): the model spec and
-    the dataset identity, written into every checkpoint of the run."""
+    """The checkpoint contract's record (camexp/models/from_checkpoint.py): the model spec, the
+    dataset identity and its held-out split, written into every checkpoint of the run."""
     spec = model_spec(
         **arch, in_chans=data.channels, num_classes=data.num_classes,
         image_size=data.image_size, mean=data.mean, std=data.std, exact_cam=model.exact_cam,
     )  # fmt: skip
-    return {"model": spec, "dataset": dataset_identity(cfg.dataset.name, data.classes)}
+    d = cfg.dataset
+    return {"model": spec, "dataset": dataset_identity(d.name, data.classes),
+            "split": split_identity(d.val_size, d.split_seed, d.get("subset"))}  # fmt: skip
 
 
 def build_regularizer(cfg: DictConfig, num_classes: int) -> Regularizer:

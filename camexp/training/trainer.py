@@ -20,7 +20,8 @@ import torch
 from camexp.engine import EpochMeter, evaluate, evaluate_variants, train_one_epoch
 from camexp.errors import Diverged, Preempted
 from camexp.metrics.convergence import convergence_epochs
-from camexp.report.pictures import cam_grid, save_png
+from camexp.precision import precision_name, resume_precision
+from camexp.report.pictures import cam_grid, save_png, weights_title
 from camexp.run import distributed, signals
 from camexp.run.checkpoint import (
     load_checkpoint,
@@ -66,6 +67,11 @@ class Trainer:
     cam_quality: object | None = None  # camexp.metrics.CamQuality: CAM metrics at the end (#9)
     ema: object | None = None  # camexp.models.ema.WeightAverage, evaluated as *_ema/* (#17)
     tta: int = 0  # camexp.engine.TTA_LEVELS: the final test also as test_tta/* (#17)
+    picture_title: str = ""  # cams.png's provenance: run and overrides (report/pictures.py)
+    precision: str = ""  # results.json's: bf16 | fp32, or how a resume changed it
+
+    def __post_init__(self):
+        self.precision = self.precision or precision_name(self.amp_dtype)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, name: str) -> str:
@@ -100,6 +106,8 @@ class Trainer:
             "best": {"acc1": self.best_acc, "epoch": self.best_epoch},
             "config": self.config,
             "meta": self.meta,
+            "precision": precision_name(self.amp_dtype),  # resumed in it (precision.py)
+            "precision_label": self.precision,
         }
 
     def save(self, name: str, meter: EpochMeter | None = None) -> None:
@@ -135,9 +143,22 @@ class Trainer:
             self.meter = EpochMeter(self.device)
             self.meter.load_state_dict(own["meter"])
         set_rng_state(own["rng"])
+        self.resume_precision(state)
         self.tracker.rewrite(self.history)
         extended = extend_schedule(state, self.epochs, self.scheduler, self.optimizer)
         log.info("resumed at epoch %d, step %d%s", self.epoch, state["step"], extended)
+
+    def resume_precision(self, state: dict) -> None:
+        """The checkpoint's precision, unless ``amp=`` was stated on resume (precision.py)."""
+        before = state.get("precision")
+        self.amp_dtype = resume_precision(before, (state.get("config") or {}).get("amp"),
+                                          self.config.get("amp"), self.amp_dtype,
+                                          self.epoch + 1)  # fmt: skip
+        now, label = precision_name(self.amp_dtype), state.get("precision_label") or before
+        changed = before in ("bf16", "fp32") and now != before
+        self.precision = (
+            f"{label}, then {now} from epoch {self.epoch + 1}" if changed else (label or now)
+        )
 
     # ------------------------------------------------------------------ signals
     def stop_requested(self) -> bool:
@@ -244,8 +265,10 @@ class Trainer:
     def log_pictures(self, epoch: int) -> torch.Tensor | None:
         if len(self.data.picture_labels) == 0:
             return None
+        title = weights_title(self.picture_title, "last", epoch) if self.picture_title else ""
         grid = cam_grid(self.model, self.data.picture_images, self.data.picture_labels,
-                        self.data.mean, self.data.std, self.data.classes)  # fmt: skip
+                        self.data.mean, self.data.std, self.data.classes,
+                        title=title)  # fmt: skip
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
 
@@ -286,6 +309,7 @@ class Trainer:
             "selection": selection,  # "none": no validation split, hence no best.pt (#13)
             "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
             "train_images_per_s": round(sum(steady) / len(steady), 1),
+            "precision": self.precision,
             # folder datasets with on_corrupt=skip: the unreadable training images left out
             "skipped_images": getattr(self.data.train, "skipped", []),
         }

@@ -73,6 +73,7 @@ def build_trainer(
 ):  # fmt: skip
     """The epoch loop with the run's options, schedule and regularizer; the tracker it writes to
     is ``trainer.tracker``."""
+    from camexp.report.pictures import run_title
     from camexp.run.tracking import Progress, Tracker
     from camexp.training.trainer import Trainer
 
@@ -97,6 +98,7 @@ def build_trainer(
         ema=build_weight_average(model, decay=float(cfg.ema.decay), every=int(cfg.ema.every),
                                  warmup=bool(cfg.ema.warmup)),
         tta=tta_level(str(cfg.tta)),
+        picture_title=run_title(record.run_dir, record.base["overrides"]),
     )  # fmt: skip
 
 
@@ -107,6 +109,7 @@ def train(cfg: DictConfig, record: RunRecord, parts: TaskParts | None = None) ->
     # --- setup: options, device (this rank's under torchrun), seeds
     build.check_common(cfg)
     device = build.resolve_device(str(cfg.device))
+    record.note(device=device)
     build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
 
     # --- loss: its terms decide whether the model needs an exact CAM and the loop a teacher
@@ -131,6 +134,7 @@ def train(cfg: DictConfig, record: RunRecord, parts: TaskParts | None = None) ->
         device=device, meta=meta,
         teacher=teacher if reads_teacher else None,  # a CE baseline need not pay for it
     )  # fmt: skip
+    record.note(precision=trainer.precision)  # a resume may change it: then results say so
     log.info(
         "%s on %s: %d classes, %d train batches of %d, device %s%s",
         arch["backbone"], cfg.dataset.name, data.num_classes, len(data.train), cfg.batch_size,
