@@ -7,7 +7,8 @@ The teacher's architecture is the checkpoint's (its ``meta.model``); ``teacher.n
 checked against the student's data (classes, input channels, size and normalisation) by the one
 contract check (camexp/models/from_checkpoint.py). Its sha256 goes into the run's checkpoints and
 results.json: a resume with another file at that path stops with one line. The teacher then
-runs once per step in the engine, in eval mode without gradients; loss terms that read it have ``needs_teacher = True``.
+runs once per step in the engine, in eval mode without gradients; loss terms that read it have
+``needs_teacher = True``.
 Everything else is the shared wiring (camexp/training/wiring.py).
 """
 
