@@ -247,17 +247,20 @@ def test_the_report_reads_a_run_folder_as_plain_data(tmp_path, monkeypatch):
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("name: ${oc.env:SECRET}\n")
     (run / "results.json").write_text(
-        '{"status": "completed", "task": "classify", "metrics": {"test/acc1": NaN}}')
+        '{"status": "completed", "task": "classify", "metrics": {"test/acc1": NaN}}'
+    )
     loaded = load_run(str(run))
     assert loaded.value("name") == "${oc.env:SECRET}"
     assert loaded.status == "diverged"  # listed apart, never averaged
     for value in ("1e400", str(10**400)):
-        (run / "results.json").write_text(json.dumps({"status": "completed"})[:-1]
-                                          + f', "metrics": {{"test/acc1": {value}}}}}')
+        (run / "results.json").write_text(
+            json.dumps({"status": "completed"})[:-1] + f', "metrics": {{"test/acc1": {value}}}}}'
+        )
         assert load_run(str(run)).status == "diverged"
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-        for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
     (run / ".hydra" / "config.yaml").write_text(bomb)
     with pytest.raises(SkippedRun, match="alias"):
         load_run(str(run))

@@ -50,8 +50,8 @@ def command_line(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         check_text(arg, "the command line")
-        if arg.startswith("resume=") and not arg[len("resume="):].startswith(("'", '"')):
-            arg = resume_override(arg[len("resume="):])
+        if arg.startswith("resume=") and not arg[len("resume=") :].startswith(("'", '"')):
+            arg = resume_override(arg[len("resume=") :])
         out.append(arg)
     return out
 

@@ -62,8 +62,10 @@ class RunRecord:
     def write(self, status: str, **fields) -> dict:
         not_finite = non_finite(fields.get("metrics") or {}) if status == "completed" else []
         if not_finite:  # a NaN is a failed run, never a number in a table (main.py: exit 3)
-            err = Diverged(f"{', '.join(not_finite[:3])} not a finite number: the run diverged "
-                           "(a NaN/inf in the weights or the loss); lower the lr or check the data")
+            err = Diverged(
+                f"{', '.join(not_finite[:3])} not a finite number: the run diverged "
+                "(a NaN/inf in the weights or the loss); lower the lr or check the data"
+            )
             err.metrics, err.epochs_completed = fields["metrics"], fields.get("epochs_completed", 0)
             raise err
         results = {
