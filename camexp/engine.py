@@ -169,7 +169,7 @@ def tta_logits(model, images: torch.Tensor, level: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model, loader, device: torch.device, *, amp_dtype=None, prefix="val", tta: int = 0
+    model, loader, device: torch.device, *, prefix: str, amp_dtype=None, tta: int = 0
 ) -> dict:
     """Top-1/top-5 accuracy (percent) and mean CE on ``loader``; ``tta``: a TTA_LEVELS value."""
     model.eval()

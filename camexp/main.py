@@ -29,7 +29,7 @@ try:  # Ctrl-C while torch and Hydra load: one line, not a traceback through the
     from camexp.run.hydra_errors import one_line, unknown_flag
     from camexp.run.launchers import missing_launcher
     from camexp.run.lock import RunLock, refuse_symlinks
-    from camexp.run.options import check_options
+    from camexp.run.options import check_options, renamed_options
     from camexp.run.recompose import (
         CONFIG_DIR,
         command_line,
@@ -60,13 +60,22 @@ OmegaConf.register_new_resolver("camexp_pid", os.getpid, use_cache=True, replace
 EXIT_BUG, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_BUSY = 1, 2, 3, 75  # 75: EX_TEMPFAIL, try again
 
 
-TASKS = ("classify", "eval", "fewshot", "kd", "transfer")  # the modules of camexp/tasks/
+# task.name -> the module whose run(cfg, record) runs it. classify is the shared training wiring
+# itself (nothing changed), so the command line reaches loss.backward() in four files: this one,
+# training/wiring.py, training/trainer.py, engine.py.
+TASKS = {
+    "classify": "camexp.training.wiring",
+    "eval": "camexp.tasks.eval",
+    "fewshot": "camexp.tasks.fewshot",
+    "kd": "camexp.tasks.kd",
+    "transfer": "camexp.tasks.transfer",
+}
 
 
 def load_task(name: str):
-    if name not in TASKS:  # only a task module is importable as a task (task.name=build: no)
+    if name not in TASKS:  # only a listed module is importable as a task (task.name=build: no)
         raise UserError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
-    return importlib.import_module(f"camexp.tasks.{name}")
+    return importlib.import_module(TASKS[name])
 
 
 def user_error_of(err: BaseException) -> BaseException | None:
@@ -213,6 +222,8 @@ def run_task(cfg: DictConfig) -> dict | None:
                     return None
                 sys.exit(EXIT_BUSY if isinstance(err, Busy) else EXIT_USER_ERROR)
         check_options(cfg, overrides, known_top_level_keys(cfg, overrides))
+        for note in renamed_options(overrides):
+            log.warning("%s", note)
         jobs.apply_threads(cfg.threads, hydra_cfg)  # once, before the task builds anything
         result = load_task(str(cfg.task.name)).run(cfg, record)
         if not multirun:  # done: a signal from now on leaves the finished run as it is

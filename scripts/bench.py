@@ -12,8 +12,10 @@ machine's drift hits both sides alike; the table reports median images/s and the
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -24,8 +26,11 @@ from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch
 from camexp.main import CONFIG_DIR
 from camexp.models.teacher import FrozenTeacher
+from camexp.run.record import RunRecord
 from camexp.run.tracking import peak_rss_mb
-from camexp.training import parts as build
+from camexp.training.model import build_model
+from camexp.training.setup import amp_dtype, resolve_device
+from camexp.training.wiring import Parts, TaskParts, build_parts
 
 
 def compose_cfg(overrides: list[str]):
@@ -33,22 +38,18 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def training_parts(cfg, data, device):
-    """What engine.train_one_epoch runs on, built as the tasks build it (also scripts/bench_tta.py):
-    (objective, model, optimizer, scheduler, regularizer, autocast dtype)."""
-    objective = build.build_loss(cfg).to(device)
-    model = build.build_model(cfg, data, objective.needs_cam, device)
-    optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, len(data.train))
-    regularizer = build.build_regularizer(cfg, data.num_classes)
-    return (
-        objective,
-        model,
-        optimizer,
-        scheduler,
-        regularizer,
-        build.amp_dtype(str(cfg.amp), device),
-    )
+def random_teacher(cfg, data, objective, device) -> FrozenTeacher:
+    """A frozen teacher of the student's architecture with fresh weights: its cost, not its
+    knowledge, is what a KD step benchmark needs."""
+    return FrozenTeacher(build_model(cfg, data, True, device))
+
+
+def camexp_parts(overrides: list[str], scratch: str, task: TaskParts | None = None) -> Parts:
+    """What ``camexp OVERRIDES`` trains, built by camexp's own wiring (training/wiring.py) in a
+    scratch run folder: the benchmarks time the real parts, never a re-listed build order."""
+    cfg = compose_cfg(overrides)
+    run_dir = tempfile.mkdtemp(prefix="run-", dir=scratch)
+    return build_parts(cfg, RunRecord(run_dir, cfg, overrides), task or TaskParts())
 
 
 class Steps:
@@ -64,16 +65,17 @@ class Steps:
             yield batch
 
 
-def camexp_step_fn(cfg, data, device, steps: int, teacher=None):
-    """A window of camexp's own training loop: engine.train_one_epoch and the real parts."""
-    objective, model, optimizer, scheduler, regularizer, amp = training_parts(cfg, data, device)
+def camexp_step_fn(parts: Parts, steps: int):
+    """A window of camexp's own training step (engine.train_one_epoch) over the built parts, with
+    the trainer's teacher and precision."""
+    t = parts.trainer
 
     def window():
-        train_one_epoch(model, objective, Steps(data.train, steps), optimizer, scheduler,
-                        regularizer, device, epoch=0, meter=EpochMeter(device), teacher=teacher,
-                        amp_dtype=amp)  # fmt: skip
+        train_one_epoch(t.model, t.objective, Steps(t.data.train, steps), t.optimizer, t.scheduler,
+                        t.regularizer, t.device, epoch=0, meter=EpochMeter(t.device),
+                        teacher=t.teacher, amp_dtype=t.amp_dtype)  # fmt: skip
 
-    return window, model
+    return window
 
 
 def bare_step_fn(cfg, data, device, steps: int):
@@ -89,7 +91,7 @@ def bare_step_fn(cfg, data, device, steps: int):
                                 nesterov=o.nesterov, weight_decay=o.weight_decay)  # fmt: skip
     loader = data.train
     mean, std = loader.mean, loader.std
-    amp = build.amp_dtype(str(cfg.amp), device)
+    amp = amp_dtype(str(cfg.amp), device)
     generator = torch.Generator().manual_seed(0)
 
     def window():
@@ -124,7 +126,7 @@ def forward_fn(model, data, steps: int, amp):
 
 def eval_fn(model, data, device, steps: int, amp):
     def window():
-        evaluate(model, Steps(data.train, steps), device, amp_dtype=amp)
+        evaluate(model, Steps(data.train, steps), device, prefix="train", amp_dtype=amp)
 
     return window
 
@@ -158,23 +160,27 @@ def main(argv=None) -> dict:
             *args.overrides]  # fmt: skip
     if args.tiny:
         base += ["debug=smoke", f"batch_size={min(args.batch_size, 32)}"]
-    device = build.resolve_device("auto")
-    torch.manual_seed(0)
+    device = resolve_device("auto")
+    scratch = tempfile.mkdtemp(prefix="camexp-bench-")
+    try:
+        return run_variants(args, base, device, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    cfg = compose_cfg([*base, "loss=[ce,cam]"])
-    data = build.build_data(cfg, device)
+
+def run_variants(args, base: list[str], device, scratch: str) -> dict:
+    parts = {name: camexp_parts([*base, *extra], scratch, task) for name, extra, task in [
+        ("ce", ["loss=[ce]"], None),
+        ("cam0", ["loss.cam.weight=0"], None),
+        ("cam1", ["loss.cam.weight=1"], None),
+        ("kd", ["task=kd", "loss=[ce,kd]"], TaskParts(teacher=random_teacher)),
+        ("kd_ccm", ["task=kd", "loss=[ce,kd,ccm]"], TaskParts(teacher=random_teacher)),
+    ]}  # fmt: skip
+    cfg, data, model = compose_cfg(base), parts["ce"].data, parts["ce"].model
     steps = min(args.steps, len(data.train))
-    amp = build.amp_dtype(str(cfg.amp), device)
+    amp = parts["ce"].trainer.amp_dtype
     per_window = steps * data.train.batch_size
-
-    ce_only, model = camexp_step_fn(compose_cfg([*base, "loss=[ce]"]), data, device, steps)
-    cam_off, _ = camexp_step_fn(compose_cfg([*base, "loss.cam.weight=0"]), data, device, steps)
-    cam_on, _ = camexp_step_fn(compose_cfg([*base, "loss.cam.weight=1"]), data, device, steps)
-    teacher = FrozenTeacher(build.build_model(cfg, data, True, device))
-    kd_cfg = [*base, "task=kd"]
-    kd, _ = camexp_step_fn(compose_cfg([*kd_cfg, "loss=[ce,kd]"]), data, device, steps, teacher)
-    kd_ccm, _ = camexp_step_fn(compose_cfg([*kd_cfg, "loss=[ce,kd,ccm]"]), data, device, steps,
-                               teacher)  # fmt: skip
+    ce_only, cam_off, cam_on, kd, kd_ccm = (camexp_step_fn(parts[name], steps) for name in parts)
     variants = {
         "bare loop (CE)": bare_step_fn(cfg, data, device, steps),
         "camexp loss=[ce]": ce_only,

@@ -11,15 +11,17 @@ channels_last, the batch size): scripts/bench_tta.py measures what changes accur
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 import torch
 
 from camexp.run.machine import cpu_name
-from camexp.training import parts as build
+from camexp.training.setup import resolve_device
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py, bench_tta.py
-from bench import camexp_step_fn, compose_cfg, measure  # noqa: E402
+from bench import camexp_parts, camexp_step_fn, measure  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -30,17 +32,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--windows", type=int, default=5, help="timed windows per variant")
     parser.add_argument("overrides", nargs="*", help="overrides every variant shares")
     args = parser.parse_args(argv)
-    device = build.resolve_device("auto")
-    torch.manual_seed(0)
+    device = resolve_device("auto")
     variants, images = {}, {}
-    for variant in args.variant:
-        cfg = compose_cfg([*args.overrides, *variant.split()])
-        data = build.build_data(cfg, device)
-        steps = min(args.steps, len(data.train))
-        variants[variant], _ = camexp_step_fn(cfg, data, device, steps)
-        images[variant] = steps * data.train.batch_size
-    # measure() takes one window size; per-variant sizes are rescaled after
-    speed = measure(variants, 1, args.windows)
+    scratch = tempfile.mkdtemp(prefix="camexp-bench-steps-")
+    try:
+        for variant in args.variant:  # each built by camexp's wiring, as `camexp` builds it
+            parts = camexp_parts([*args.overrides, *variant.split()], scratch)
+            steps = min(args.steps, len(parts.data.train))
+            variants[variant] = camexp_step_fn(parts, steps)
+            images[variant] = steps * parts.data.train.batch_size
+        # measure() takes one window size; per-variant sizes are rescaled after
+        speed = measure(variants, 1, args.windows)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     speed = {name: value * images[name] for name, value in speed.items()}
     first = speed[args.variant[0]]
     print(

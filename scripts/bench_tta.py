@@ -6,11 +6,13 @@ images, timed in this same process. Reference windows (``--ref-steps`` steps) ru
 recipe and after each of its epochs, so machine drift and neighbours hit both sides alike; the
 unit is the median window's images/s.
 
-The recipe is a camexp composition (``experiment=... key=value ...``) trained once per seed with
-camexp's own parts (engine.train_one_epoch, the built model, objective, optimizer, schedule,
-regularizer, EMA). Its clock counts the training steps and EMA updates only. After every epoch the
-script evaluates the **test set** with the last weights (and the EMA weights, and with TTA where
-the recipe turns them on), off the clock: a measurement only, never used to select anything.
+The recipe is a camexp composition (``experiment=... key=value ...``) trained once per seed by
+camexp's own training, ``camexp.training.wiring.train`` (what ``camexp`` runs: the same parts, the
+same trainer, validation and checkpoints included), in a run folder (``--run-dir``; default a
+temporary one). Its clock is the sum of the trainer's ``train_time_s``: the training steps and EMA
+updates only. An epoch hook of the trainer evaluates the **test set** after every epoch with the
+last weights (and the EMA weights, and with TTA where the recipe turns them on), off the clock: a
+measurement only, never used to select anything.
 
 The table gives, per evaluation and per seed and for the mean over seeds, the reference epochs
 until test acc1 first reaches 93 / 94 / 94.5 %, the last-epoch accuracy, and the training FLOPs
@@ -26,8 +28,10 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import timm
@@ -36,14 +40,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from camexp.data.memory import random_crop, random_hflip
-from camexp.engine import EpochMeter, autocast, evaluate, train_one_epoch, tta_level
-from camexp.models.ema import build_weight_average
+from camexp.engine import autocast, evaluate
 from camexp.precision import cpu_flags, cpu_native_bf16
 from camexp.run.machine import cpu_name
-from camexp.training import parts as build
+from camexp.run.record import RunRecord
+from camexp.training.data import build_data
+from camexp.training.setup import resolve_device
+from camexp.training.wiring import TaskParts, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py
-from bench import compose_cfg, training_parts  # noqa: E402
+from bench import compose_cfg  # noqa: E402
+
+NEUTRAL = ["progress=false", "tensorboard=false"]  # change nothing a run computes
 
 THRESHOLDS = (93.0, 94.0, 94.5)
 REF_IMAGES = 60_000  # Fashion-MNIST's training set: one reference epoch
@@ -98,43 +106,65 @@ def training_flops(model, objective, regularizer, loader, amp) -> int:
     return counter.get_total_flops()
 
 
-def run_seed(
-    overrides: list[str], seed: int, reference: Reference, device, eval_every: int = 1
-) -> dict:
-    cfg = compose_cfg([*overrides, f"seed={seed}"])
-    build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
-    data = build.build_data(cfg, device)
-    objective, model, optimizer, scheduler, regularizer, amp = training_parts(cfg, data, device)
-    ema = build_weight_average(model, decay=float(cfg.ema.decay), every=int(cfg.ema.every),
-                               warmup=bool(cfg.ema.warmup))  # fmt: skip
-    tta = tta_level(str(cfg.tta))
-    flops = training_flops(model, objective, regularizer, data.train, amp)
-    flops *= len(data.train) * int(cfg.epochs)
-    clock, curves = 0.0, {}
-    for epoch in range(int(cfg.epochs)):
-        start = time.perf_counter()
-        train_one_epoch(model, objective, data.train, optimizer, scheduler, regularizer, device,
-                        epoch=epoch, meter=EpochMeter(device), amp_dtype=amp,
-                        after_step=(lambda m: ema.step(model)) if ema else None)  # fmt: skip
-        clock += time.perf_counter() - start
-        if (epoch + 1) % eval_every and epoch + 1 < int(cfg.epochs):
-            continue  # evaluated every `eval_every` epochs and after the last
+class Measure:
+    """The trainer's epoch hook: the training clock, the test accuracy after every
+    ``eval_every`` epochs (and the last), a reference window after each, and the FLOPs of one
+    training step once training is over (so the loader and regularizer draw nothing extra)."""
+
+    def __init__(self, seed: int, reference: Reference, eval_every: int):
+        self.seed, self.reference, self.eval_every = seed, reference, eval_every
+        self.clock, self.curves, self.flops = 0.0, {}, 0
+
+    def __call__(self, trainer, row: dict) -> None:
+        self.clock += row["train_time_s"]
+        epoch, last = trainer.epoch, trainer.epoch == trainer.epochs
+        if epoch % self.eval_every and not last:
+            return
         # measurement only (never selection): the test set with the last weights of this epoch
-        row = {"seconds": clock}
-        evaluated = {"test": model, **({"test_ema": ema.module} if ema else {})}
-        for name, net in evaluated.items():
-            row[name] = evaluate(net, data.test, device, amp_dtype=amp)["val/acc1"]
-            if tta:
-                row[f"{name}_tta"] = evaluate(net, data.test, device, amp_dtype=amp,
-                                              tta=tta)["val/acc1"]  # fmt: skip
-        for key, value in row.items():
-            curves.setdefault(key, []).append(value)
-        if reference.steps:
-            reference.window()
-            row["ref_epoch_s"] = REF_IMAGES / reference.speeds[-1]  # this window's, for the log
-        shown = "  ".join(f"{k}={v:.2f}" for k, v in row.items())
-        print(f"seed {seed} epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
-    return {"curves": curves, "flops": flops, "epochs": int(cfg.epochs)}
+        out = {"seconds": self.clock}
+        ema = {"test_ema": trainer.ema.module} if trainer.ema is not None else {}
+        for name, net in {"test": trainer.model, **ema}.items():
+            for level in sorted({0, trainer.tta}):
+                key = name + ("_tta" if level else "")
+                stats = evaluate(net, trainer.data.test, trainer.device, prefix="test",
+                                 amp_dtype=trainer.amp_dtype, tta=level)  # fmt: skip
+                out[key] = stats["test/acc1"]
+        for key, value in out.items():
+            self.curves.setdefault(key, []).append(value)
+        if self.reference.steps:
+            self.reference.window()
+            out["ref_epoch_s"] = REF_IMAGES / self.reference.speeds[-1]  # this window's: the log
+        shown = "  ".join(f"{k}={v:.2f}" for k, v in out.items())
+        print(f"seed {self.seed} epoch {epoch}: {shown}", file=sys.stderr, flush=True)
+        if last:
+            steps = len(trainer.data.train) * trainer.epochs
+            self.flops = steps * training_flops(trainer.model, trainer.objective,
+                                                trainer.regularizer, trainer.data.train,
+                                                trainer.amp_dtype)  # fmt: skip
+
+
+def run_seed(overrides: list[str], seed: int, reference: Reference, run_dir: str,
+             eval_every: int = 1) -> dict:  # fmt: skip
+    """One seed of the recipe through camexp's own training (training/wiring.py: train), in
+    ``run_dir``, with :class:`Measure` as the trainer's epoch hook."""
+    run_overrides = [*NEUTRAL, *overrides, f"seed={seed}"]
+    cfg = compose_cfg(run_overrides)
+    measure = Measure(seed, reference, eval_every)
+    train(cfg, RunRecord(run_dir, cfg, run_overrides), TaskParts(epoch_hooks=[measure]))
+    return {"curves": measure.curves, "flops": measure.flops, "epochs": int(cfg.epochs)}
+
+
+def run_seed_in_folder(args, seed: int, reference: Reference) -> dict:
+    """A fresh run folder for the seed: under ``--run-dir`` (kept), or a temporary one."""
+    if args.run_dir:
+        os.makedirs(args.run_dir, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=f"seed{seed}-", dir=args.run_dir)
+        return run_seed(args.overrides, seed, reference, folder, args.eval_every)
+    folder = tempfile.mkdtemp(prefix=f"bench-tta-seed{seed}-")
+    try:
+        return run_seed(args.overrides, seed, reference, folder, args.eval_every)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def first_crossing(accuracies: list[float], seconds: list[float], threshold: float):
@@ -183,6 +213,7 @@ def run_identity(args, seed: int, device) -> dict:
     """What a cached seed must match to be reused: the recipe, the measurement and the machine."""
     recipe = OmegaConf.to_yaml(compose_cfg([*args.overrides, f"seed={seed}"]))  # yaml edits too
     return {"overrides": list(args.overrides), "recipe": recipe, "seed": seed,
+            "trained_by": "camexp.training.wiring.train",  # not the former copy of the loop
             "eval_every": args.eval_every,
             "ref_steps": args.ref_steps, "cpu": cpu_name(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(device)}  # fmt: skip
@@ -229,11 +260,14 @@ def main(argv=None) -> str:
     parser.add_argument("--cache", default=None,
                         help="keep each finished seed here (JSON) and reuse it: the same command "
                              "continues an interrupted sweep on the same machine")  # fmt: skip
+    parser.add_argument("--run-dir", default=None,
+                        help="keep each seed's camexp run folder under this folder (default: a "
+                             "temporary folder, removed)")  # fmt: skip
     parser.add_argument("--cached-only", action="store_true",
                         help="train nothing: tabulate the seeds found in --cache")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="camexp overrides, e.g. experiment=X")
     args = parser.parse_args(argv)
-    device = build.resolve_device("auto")
+    device = resolve_device("auto")
     runs, speeds, reference = {}, [], None
     for seed in args.seeds:
         identity = run_identity(args, seed, device)
@@ -243,11 +277,11 @@ def main(argv=None) -> str:
         if cached is None:
             if reference is None:  # built only when a seed has to run
                 first = compose_cfg([*args.overrides, f"seed={seed}"])
-                reference = Reference(build.build_data(first, device).train, args.ref_steps)
+                reference = Reference(build_data(first, device).train, args.ref_steps)
             done = len(reference.speeds)
             if args.ref_steps:
                 reference.window()  # one window before each seed's recipe
-            cached = run_seed(args.overrides, seed, reference, device, args.eval_every)
+            cached = run_seed_in_folder(args, seed, reference)
             cached["ref_speeds"] = reference.speeds[done:]
             save_cached(args.cache, identity, cached)
         runs[seed] = cached

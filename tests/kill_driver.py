@@ -24,8 +24,8 @@ import sys
 import camexp.metrics.quality
 import camexp.run.checkpoint
 import camexp.run.record
-import camexp.training.parts
 import camexp.training.trainer
+import camexp.training.wiring
 from camexp.main import main
 
 SIGNALS = {"step": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT,
@@ -92,8 +92,8 @@ if "@" in point:
 
         record.write = write_then_signal
     elif phase == "start":
-        parts = camexp.training.parts
-        parts.build_data = signal_inside(parts.build_data, signum)
+        wiring = camexp.training.wiring  # build_parts calls its build_data
+        wiring.build_data = signal_inside(wiring.build_data, signum)
     elif phase in ("val", "test"):
         trainer.evaluate = signal_inside(
             trainer.evaluate, signum, lambda *a, prefix="val", **k: prefix == phase

@@ -23,7 +23,8 @@ import camexp.models.backbone  # noqa: F401  (registers the small-image nets int
 from camexp.data.regularizers import Regularizer
 from camexp.losses import CAMLoss, build_objective
 from camexp.main import CONFIG_DIR
-from camexp.training import parts as build
+from camexp.training.model import build_loss, build_regularizer
+from camexp.training.optim import build_optimizer, build_scheduler
 
 CONFIGS = Path(CONFIG_DIR)
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
@@ -125,11 +126,29 @@ def test_every_option_composes(group, option):
         assert got == value, f"{group}={option}: {key} is {got!r}, the file says {value!r}"
     if group == "backbone":
         assert timm.is_model(cfg.backbone.name), f"no model {cfg.backbone.name} in timm"
-    if group == "task":  # task=<name> runs camexp.tasks.<name>.run
-        assert callable(importlib.import_module(f"camexp.tasks.{cfg.task.name}").run)
+    if group == "task":  # task=<name> runs the run() of its module in camexp.main.TASKS
+        from camexp.main import TASKS
+
+        assert callable(importlib.import_module(TASKS[cfg.task.name]).run)
 
 
-@pytest.mark.parametrize("option", options("experiment"))
+def recipes() -> list[str]:
+    """Experiment files that are recipes: not the one-release aliases of renamed ones."""
+    from camexp.run.options import RENAMED
+
+    return [o for o in options("experiment") if o not in RENAMED["experiment"]]
+
+
+def test_renamed_experiments_are_marked_aliases():
+    from camexp.run.options import RENAMED
+
+    for old, new in RENAMED["experiment"].items():
+        raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "experiment" / f"{old}.yaml"))
+        assert raw == {"defaults": [new]}, f"experiment/{old}.yaml must only alias {new}"
+        assert "DEPRECATED" in (CONFIGS / "experiment" / f"{old}.yaml").read_text()
+
+
+@pytest.mark.parametrize("option", recipes())
 def test_experiment_file_header(option):
     text = (CONFIGS / "experiment" / f"{option}.yaml").read_text()
     # Hydra reads the package header only on the very first line (docs/design.md, configs)
@@ -166,7 +185,7 @@ def config_copy(tmp_path_factory) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("option", options("experiment"))
+@pytest.mark.parametrize("option", recipes())
 def test_experiment_composes_and_its_values_win(config_copy, base_config, option):
     """Every value an experiment sets is in force after composition, even where it differs
     from the primary config and the group defaults: with ``_self_`` last in config.yaml the
@@ -238,7 +257,7 @@ def test_help_lists_the_groups_and_both_entry_points_agree():
 @pytest.mark.parametrize("option", options("regularizer"))
 def test_every_regularizer_instantiates(option):
     cfg = compose_with([f"regularizer={option}"])
-    reg = build.build_regularizer(cfg, num_classes=4)
+    reg = build_regularizer(cfg, num_classes=4)
     assert isinstance(reg, Regularizer)
     # every knob of the class is spelled out in the YAML: no number-changing library default
     knobs = set(inspect.signature(Regularizer).parameters) - {"num_classes", "seed"}
@@ -251,7 +270,7 @@ def test_every_regularizer_instantiates(option):
 @pytest.mark.parametrize("terms", [["ce"], ["cam"], ["ce", "cam"]])
 def test_every_loss_instantiates(terms):
     cfg = compose_with([f"loss=[{','.join(terms)}]"])
-    objective = build.build_loss(cfg)
+    objective = build_loss(cfg)
     assert list(objective.terms) == terms
     assert objective.needs_cam == ("cam" in terms)
     for name in terms:
@@ -270,14 +289,14 @@ def test_default_loss_is_ce_plus_cam():
     objective = build_objective(OmegaConf.to_container(cfg.loss, resolve=True), instantiate)
     assert set(objective.terms) == {"ce", "cam"} and objective.weight_of("cam") == 1.0
     baseline = compose_with(["loss.cam.weight=0"])
-    assert build.build_loss(baseline).weight_of("cam") == 0.0
+    assert build_loss(baseline).weight_of("cam") == 0.0
 
 
 @pytest.mark.parametrize("option", options("optim"))
 def test_every_optimizer_instantiates(option):
     cfg = compose_with([f"optim={option}"])
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    optimizer = build.build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model)
     assert type(optimizer).__name__ == cfg.optim._target_.rsplit(".", 1)[1]
     assert all(g["lr"] == cfg.optim.lr for g in optimizer.param_groups)
     params = sum(len(g["params"]) for g in optimizer.param_groups)
@@ -292,8 +311,8 @@ def test_every_optimizer_instantiates(option):
 def test_every_schedule_instantiates(option):
     cfg = compose_with([f"sched={option}", "epochs=240"])  # multistep's milestones reach 210
     model = torch.nn.Linear(2, 2)
-    optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, steps_per_epoch=3)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=3)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)  # no warm-up set
     for _ in range(3 * 240):
         optimizer.step()

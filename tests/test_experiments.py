@@ -22,7 +22,8 @@ from camexp.engine import train_one_epoch
 from camexp.losses import build_objective
 from camexp.models.backbone import build_backbone
 from camexp.models.teacher import FrozenTeacher, check_teacher_terms, needs_teacher_cam
-from camexp.training import parts as build
+from camexp.training.model import build_regularizer
+from camexp.training.optim import build_optimizer, build_scheduler
 
 NUM_CLASSES = 10
 BATCH = 4
@@ -67,9 +68,9 @@ def test_experiment_trains_one_step(option, extra):
         assert cfg.teacher.name, f"experiment={option} names no teacher architecture"
         spec = OmegaConf.create({"name": cfg.teacher.name})
         teacher = FrozenTeacher(network(spec, channels, side, needs_teacher_cam(objective)))
-    regularizer = build.build_regularizer(cfg, NUM_CLASSES)
-    optimizer = build.build_optimizer(cfg, model)
-    scheduler = build.build_scheduler(cfg, optimizer, steps_per_epoch=1)
+    regularizer = build_regularizer(cfg, NUM_CLASSES)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=1)
     if cfg.get("metrics"):
         assert instantiate(cfg.metrics) is not None
 

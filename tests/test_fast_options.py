@@ -15,7 +15,8 @@ from camexp.engine import train_one_epoch
 from camexp.errors import UserError
 from camexp.models.backbone import Output
 from camexp.run.recompose import CONFIG_DIR
-from camexp.training import parts as build
+from camexp.training.model import build_loss
+from camexp.training.optim import build_optimizer, build_scheduler
 
 
 def compose_cfg(overrides):
@@ -27,7 +28,7 @@ def optimizer_for(overrides, model=None):
     cfg = compose_cfg(["optim.weight_decay=0", "optim.momentum=0", "optim.nesterov=false",
                        *overrides])  # fmt: skip
     model = model or nn.Linear(3, 1, bias=False)
-    return build.build_optimizer(cfg, model), model
+    return build_optimizer(cfg, model), model
 
 
 # ----------------------------------------------------------------------------- lr scaling
@@ -40,7 +41,7 @@ def test_every_group_lr_is_scaled_for_the_batch(rule, batch, expected):
                                   "optim.lr=0.1"])  # fmt: skip
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected] * 2)
     cfg = compose_cfg([f"optim.lr_scaling.rule={rule}", f"batch_size={batch}", "optim.lr=0.1"])
-    scheduler = build.build_scheduler(cfg, optimizer, steps_per_epoch=10)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=10)
     assert scheduler.base_lrs == pytest.approx([expected] * 2)  # the schedule starts there
 
 
@@ -90,7 +91,7 @@ def test_lookahead_syncs_at_the_epoch_end_and_its_state_loads_weights_only():
     optimizer, _ = optimizer_for(["optim.lookahead.k=2"], model)
     images = torch.randint(0, 256, (12, 1, 4, 4), dtype=torch.uint8)
     loader = InMemoryLoader(images, torch.arange(12) % 3, 4, mean=(0.5,), std=(0.5,), train=True)
-    objective = build.build_loss(compose_cfg(["loss=[ce]"]))
+    objective = build_loss(compose_cfg(["loss=[ce]"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     train_one_epoch(Net(), objective, loader, optimizer, scheduler, Regularizer(3),
                     torch.device("cpu"), epoch=0)  # fmt: skip

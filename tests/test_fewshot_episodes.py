@@ -3,13 +3,9 @@
 import numpy as np
 import pytest
 
-from camexp.data.episodes import (
-    confidence_interval,
-    episode_accuracies,
-    nearest_prototype,
-    sample_episodes,
-)
+from camexp.data.episodes import sample_episodes
 from camexp.errors import UserError
+from camexp.metrics.fewshot import confidence_interval, episode_accuracies, nearest_prototype
 
 LABELS = np.repeat(np.arange(8), 30)  # 8 classes, 30 images each
 

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from camexp.errors import UserError
 from camexp.main import CONFIG_DIR
 from camexp.run.checkpoint import save_checkpoint
-from camexp.training import parts as build
+from camexp.training.model import build_loss
 
 # CAT-KD's CAT_loss_weight per pair (GzyAftermath/CAT-KD configs/cifar100/CAT_KD/*.yaml)
 CATKD_BETA = {
@@ -54,7 +54,7 @@ def test_every_kd_recipe_composes_its_reference_weights(pair, loss):
     cfg = compose_cfg(["experiment=kd_cifar100", f"kd_pair={pair}", f"loss={loss}"])
     composed = {name: float(term["weight"]) for name, term in cfg.loss.items()}
     assert composed == pytest.approx(recipes(pair)[loss])
-    objective = build.build_loss(cfg)  # what trains is what composed
+    objective = build_loss(cfg)  # what trains is what composed
     assert {n: objective.weight_of(n) for n in objective.terms} == pytest.approx(composed)
 
 
@@ -67,13 +67,13 @@ def test_kd_temperature_and_the_same_weights_without_the_experiment():
 
 def test_a_stated_ce_weight_wins_and_disagreeing_references_stop():
     cfg = compose_cfg(["task=kd", "loss=[ce,kd]", "loss.ce.weight=1.0"])
-    assert build.build_loss(cfg).weight_of("ce") == 1.0
+    assert build_loss(cfg).weight_of("ce") == 1.0
     with pytest.raises(UserError, match=r"different CE weights \(kd 0.1, at 1\); state one"):
-        build.build_loss(compose_cfg(["task=kd", "loss=[ce,kd,at]"]))
+        build_loss(compose_cfg(["task=kd", "loss=[ce,kd,at]"]))
     stated = compose_cfg(["task=kd", "loss=[ce,kd,at]", "loss.ce.weight=0.1"])
-    assert build.build_loss(stated).weight_of("ce") == 0.1
+    assert build_loss(stated).weight_of("ce") == 0.1
     with pytest.raises(UserError, match=r"loss.ce is not a loss term .*'loss=\[ce,kd\]'"):
-        build.build_loss(compose_cfg(["task=kd", "loss=[kd]"]))
+        build_loss(compose_cfg(["task=kd", "loss=[kd]"]))
     assert "ce_weight" in OmegaConf.to_container(cfg.loss.kd)  # visible, never passed on
 
 

@@ -7,14 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from camexp.metrics.boxes import (
-    box_iou,
-    component_boxes,
-    read_cub_boxes,
-    read_imagenet_val_boxes,
-    resize_box,
-    stacked_component_boxes,
-)
+from camexp.data.boxes import read_cub_boxes, read_imagenet_val_boxes, resize_box
+from camexp.metrics.boxes import box_iou, component_boxes, stacked_component_boxes
 from camexp.metrics.faithfulness import (
     deletion_insertion,
     drop_and_increase,
@@ -257,8 +251,8 @@ def test_folder_test_boxes_from_cub_style_list_and_imagenet_xml(tmp_path):
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
+    from camexp.data.boxes import folder_test_boxes
     from camexp.data.fine_grained import ImageList
-    from camexp.metrics.boxes import folder_test_boxes
 
     # a CUB-style list: a 200x100 image with the box (x, y, w, h) = (60, 10, 80, 80)
     path = tmp_path / "a.png"

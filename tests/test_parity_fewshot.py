@@ -17,8 +17,9 @@ import torchvision.transforms.functional as TF
 from sklearn.linear_model import LogisticRegression
 
 from camexp.data.arrays import ArraySplit
-from camexp.data.episodes import episode_accuracies, sample_episodes
+from camexp.data.episodes import sample_episodes
 from camexp.data.support_views import apply_color_jitter, support_view_loaders
+from camexp.metrics.fewshot import episode_accuracies
 
 N_IMAGES, DIM, VIEWS = 60, 12, 5
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
+from camexp.data.boxes import folder_test_boxes
 from camexp.data.folder import box_transform
 from camexp.metrics import CamQuality
-from camexp.metrics.boxes import folder_test_boxes
 from camexp.metrics.faithfulness import deletion_insertion
 from camexp.metrics.localization import ious_over_thresholds, max_box_acc, scoremaps
 from camexp.models.backbone import build_backbone

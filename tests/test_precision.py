@@ -83,11 +83,11 @@ def test_unknown_option_is_a_user_error():
 
 def test_the_build_step_logs_its_choice(monkeypatch, caplog):
     from camexp import precision
-    from camexp.training import parts
+    from camexp.training.setup import amp_dtype
 
     monkeypatch.setattr(precision, "cpu_flags", lambda path=precision.CPUINFO: set(ZEN3))
     with caplog.at_level(logging.INFO):
-        assert parts.amp_dtype("auto", CPU) is None
+        assert amp_dtype("auto", CPU) is None
     assert "precision: fp32 (amp=auto: the CPU has no AVX512-BF16" in caplog.text
     monkeypatch.setattr(precision, "cpu_flags", lambda path=precision.CPUINFO: set(ZEN4))
-    assert parts.amp_dtype("auto", CPU) == torch.bfloat16
+    assert amp_dtype("auto", CPU) == torch.bfloat16

@@ -282,3 +282,29 @@ def test_the_table_counts_reference_epochs_to_each_threshold():
     assert "| test | 1 | 1.20 | 3.60 | not reached | 94.20 | 3.60 | 3.00 |" in rows
     # the mean curve (92.5, 93.7, 94.4) at mean times (11, 22, 33) s
     assert "| test | **mean** | 2.20 | 3.30 | not reached | 94.40 | 3.30 | 3.00 |" in rows
+
+
+def test_the_benchmark_trains_what_camexp_trains(tmp_path):
+    """bench_tta measures camexp's own training (issue 23): one seed through the benchmark and
+    ``camexp`` with the same overrides end with identical weights and test metrics."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_tta
+    finally:
+        sys.path.pop(0)
+    recipe = ["debug=smoke", "backbone=airnet", "ema.decay=0.9", "metrics=none", "epochs=2",
+              "deterministic=true", "regularizer=mixup"]  # fmt: skip
+    bench_tta.main(["--seeds", "0", "--ref-steps", "0", "--run-dir", str(tmp_path / "bench"),
+                    *recipe])  # fmt: skip
+    (bench_run,) = (tmp_path / "bench").iterdir()
+    plain = run_camexp(*recipe, "seed=0", "progress=false", "tensorboard=false",
+                       f"hydra.run.dir={tmp_path / 'plain'}")  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    ours = json.loads((bench_run / "results.json").read_text())["metrics"]
+    theirs = json.loads((tmp_path / "plain" / "results.json").read_text())["metrics"]
+    for key in ("test/acc1", "test/loss", "test_ema/acc1", "val/acc1_last"):
+        assert ours[key] == theirs[key], key
+    a = torch.load(bench_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -24,7 +24,7 @@ from camexp.models.backbone import Output, build_backbone
 from camexp.models.from_checkpoint import dataset_identity, model_spec
 from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 from camexp.tasks import transfer as transfer_task
-from camexp.training import parts as build
+from camexp.training.optim import build_optimizer
 
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -185,7 +185,7 @@ def test_head_lr_multiplier_reaches_the_optimizer():
     cfg = compose_cfg("optim.lr=0.02", "transfer.head_lr_mult=10", "transfer.freeze_stages=1")
     model = net(classes=5)
     transfer.setup_transfer(model, mode="finetune", freeze_stages=1)
-    optimizer = build.build_optimizer(cfg, model, transfer_task.param_groups(cfg, model))
+    optimizer = build_optimizer(cfg, model, transfer_task.param_groups(cfg, model))
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs == pytest.approx(
         {"backbone": 0.02, "backbone_no_decay": 0.02, "head": 0.2, "head_no_decay": 0.2}

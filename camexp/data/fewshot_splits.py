@@ -1,7 +1,7 @@
 """Few-shot class splits and their readers: base classes for stage 1, novel (and val) for episodes.
 
 Every reader here is a dataset ``source`` (configs/dataset/*.yaml, built by
-``camexp.training.parts.load_source``) that understands four splits:
+``camexp.training.data.load_source``) that understands four splits:
 
 - ``train`` / ``test``: images of the **base** classes, labels remapped to 0..n_base-1, for the
   classification stage (``task=classify`` wiring, unchanged);

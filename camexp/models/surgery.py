@@ -237,7 +237,7 @@ def transfer_param_groups(
     """Named parameter groups: backbone at ``lr``, new head at ``lr * head_lr_mult``.
 
     Frozen parameters are left out; with ``decay_norm_and_bias=false`` 1-d parameters (norms,
-    biases) get no weight decay, as in ``camexp.training.parts.param_groups``.
+    biases) get no weight decay, as in ``camexp.training.optim.param_groups``.
     """
     head = head_prefix(model)
     groups: dict[tuple[str, bool], list] = {}

@@ -200,3 +200,21 @@ def save_figure(fig, path: str) -> None:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
+
+
+class RunPictures:
+    """A training run's CAM picture: the fixed val images (``data.picture_images``) as image | CAM |
+    CAAM, titled with the run's provenance. The trainer calls it after every epoch (TensorBoard)
+    and once at the end (cams.png); it is built by the task wiring, so the loop needs no report/."""
+
+    def __init__(self, data, run_dir: str, overrides: list):
+        self.data, self.title = data, run_title(run_dir, overrides)
+
+    def __call__(self, model, epoch: int, weights: str = "last") -> torch.Tensor | None:
+        d = self.data
+        if len(d.picture_labels) == 0:
+            return None
+        return cam_grid(model, d.picture_images, d.picture_labels, d.mean, d.std, d.classes,
+                        title=weights_title(self.title, weights, epoch))  # fmt: skip
+
+    save = staticmethod(save_png)

@@ -33,7 +33,9 @@ from camexp.precision import precision_name
 from camexp.report.pictures import cam_grid, run_title, save_png, weights_title
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
-from camexp.training import parts as build
+from camexp.training.data import build_data
+from camexp.training.model import build_cam_quality, place
+from camexp.training.setup import amp_dtype, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 ROLE = "checkpoint"
@@ -64,25 +66,24 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         raise UserError("task=eval needs a checkpoint: add ckpt=PATH (a run's checkpoints/best.pt)")
     path = os.path.abspath(str(cfg.ckpt))
     state = read_checkpoint(path, ROLE)
-    build.check_common(cfg)
-    device = build.resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     record.note(device=device)
-    build.seed_everything(int(cfg.seed), bool(cfg.deterministic))
+    seed_everything(int(cfg.seed), bool(cfg.deterministic))
 
     # --- data (the checkpoint's held-out split on its own dataset), checked; then its model
     same = state["meta"]["dataset"]["name"] == str(cfg.dataset.name)
     split = use_checkpoint_split(cfg, state, path, record.base["overrides"]) if same else None
-    data = build.build_data(cfg, device)
+    data = build_data(cfg, device)
     expect = {"num_classes": data.num_classes, "in_chans": data.channels}
     if not cfg.task.allow_other_dataset:
         expect.update(classes=data.classes, image_size=data.image_size, mean=list(data.mean),
                       std=list(data.std))  # fmt: skip
     hints = {k: OTHER for k in ("classes", "image_size", "mean", "std")}
     check_checkpoint(state, path, role=ROLE, expect=expect, hints=hints)
-    model = build.place(cfg, model_from_checkpoint(state, path, needs_cam=False, role=ROLE), device)
+    model = place(cfg, model_from_checkpoint(state, path, needs_cam=False, role=ROLE), device)
 
     # --- test
-    amp = build.amp_dtype(str(cfg.amp), device)
+    amp = amp_dtype(str(cfg.amp), device)
     record.note(precision=precision_name(amp))
     metrics = {}
     if data.val is not None:
@@ -95,7 +96,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         grid = cam_grid(model, data.picture_images, data.picture_labels, data.mean, data.std,
                         data.classes, title=title)  # fmt: skip
         save_png(grid, os.path.join(record.run_dir, "cams.png"))
-    cam_quality = build.build_cam_quality(cfg)  # MaxBoxAccV2 on boxed data, faithfulness (#9)
+    cam_quality = build_cam_quality(cfg)  # MaxBoxAccV2 on boxed data, faithfulness (#9)
     if cam_quality is not None:
         metrics.update(cam_quality(model, data, device))
 

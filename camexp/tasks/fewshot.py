@@ -28,13 +28,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from camexp.data.episodes import (
-    CLASSIFIERS,
-    check_episode_shape,
-    confidence_interval,
-    episode_accuracies,
-    sample_episodes,
-)
+from camexp.data.episodes import check_episode_shape, sample_episodes
 from camexp.data.fewshot_splits import limit_per_class, seen_classes
 from camexp.data.folder import folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
@@ -42,12 +36,15 @@ from camexp.data.sources import ArraySplit
 from camexp.data.support_views import support_view_loaders
 from camexp.engine import autocast
 from camexp.errors import UserError
+from camexp.metrics.fewshot import CLASSIFIERS, confidence_interval, episode_accuracies
 from camexp.models.from_checkpoint import check_checkpoint, model_from_checkpoint, read_checkpoint
 from camexp.precision import precision_name
 from camexp.run import distributed
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
-from camexp.training import parts as build
+from camexp.training.data import load_source
+from camexp.training.model import place
+from camexp.training.setup import amp_dtype, resolve_device
 from camexp.training.wiring import TaskParts, train
 
 log = logging.getLogger(__name__)
@@ -165,7 +162,7 @@ def load_backbone(cfg: DictConfig, path: str, sources: dict, device):
     source = next(iter(sources.values()))
     check_checkpoint(state, path, role=ROLE, expect={"in_chans": channels(source)})
     model = model_from_checkpoint(state, path, needs_cam=False, role=ROLE)
-    return build.place(cfg, model, device), state
+    return place(cfg, model, device), state
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -192,11 +189,10 @@ def evaluate_split(name: str, features, labels, f: DictConfig, support=None) -> 
 def run(cfg: DictConfig, record: RunRecord) -> dict:
     # --- checks first: an impossible episode must not cost a training run
     f = check_config(cfg)
-    build.check_common(cfg)
-    device = build.resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     record.note(device=device)
     sources = {
-        name: limit_per_class(build.load_source(cfg.dataset, name), f.get("images_per_class"))
+        name: limit_per_class(load_source(cfg.dataset, name), f.get("images_per_class"))
         for name in f.splits
     }
     for name, source in sources.items():
@@ -218,7 +214,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict:
         path = os.path.join(record.run_dir, "checkpoints", f"{f.weights}.pt")
 
     # --- stage 2: features once per image, then the episodes
-    amp = build.amp_dtype(str(cfg.amp), device)
+    amp = amp_dtype(str(cfg.amp), device)
     record.note(precision=fields.get("precision") or precision_name(amp))  # training's, if any
     metrics = {f"base/{k}": v for k, v in fields.get("metrics", {}).items()}
     model, state = load_backbone(cfg, path, sources, device)

@@ -30,7 +30,8 @@ from camexp.models.teacher import FrozenTeacher, needs_teacher_cam
 from camexp.run.checkpoint import file_sha256
 from camexp.run.progress import track
 from camexp.run.record import RunRecord
-from camexp.training import parts as build
+from camexp.training.data import Data
+from camexp.training.model import place
 from camexp.training.wiring import TaskParts, train
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,14 @@ def read_teacher(cfg: DictConfig) -> tuple[dict, str]:
 
 
 def teacher_builder(state: dict, path: str):
-    def build_teacher(cfg: DictConfig, data: build.Data, objective, device) -> FrozenTeacher:
+    def build_teacher(cfg: DictConfig, data: Data, objective, device) -> FrozenTeacher:
         check_checkpoint(state, path, role=ROLE, expect={
             "classes": data.classes, "num_classes": data.num_classes, "in_chans": data.channels,
             "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std),
         })  # fmt: skip
         model = model_from_checkpoint(state, path, needs_cam=needs_teacher_cam(objective),
                                       role=ROLE)  # fmt: skip
-        return FrozenTeacher(build.place(cfg, model, device))
+        return FrozenTeacher(place(cfg, model, device))
 
     return build_teacher
 
@@ -88,7 +89,6 @@ def teacher_metrics(cfg: DictConfig, state: dict, path: str):
 
 
 def run(cfg: DictConfig, record: RunRecord) -> dict:
-    build.check_common(cfg)
     state, path = read_teacher(cfg)  # a bad path or name stops before any data loads
     name = state["meta"]["model"]["backbone"]
     digest = file_sha256(path)  # resume refuses another file at this path (run/checkpoint.py)

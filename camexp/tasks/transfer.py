@@ -31,7 +31,8 @@ from camexp.models.from_checkpoint import (
 )
 from camexp.models.provenance import source_summary
 from camexp.run.record import RunRecord
-from camexp.training import parts as build
+from camexp.training.data import Data
+from camexp.training.model import build_model, configured_arch, place
 from camexp.training.wiring import TaskParts, train
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,11 @@ def source_model(state: dict | None, source: dict):
     """The model step of the wiring: the source's architecture under a new head, its weights,
     then the mode's freezing and BN handling."""
 
-    def build_model(cfg: DictConfig, data: build.Data, needs_cam: bool, device):
+    def transferred(cfg: DictConfig, data: Data, needs_cam: bool, device):
         t = cfg.transfer
         if state is None:  # timm's weights: the architecture is cfg.backbone
-            model = build.build_model(cfg, data, needs_cam, device)
-            arch = build.configured_arch(cfg)
+            model = build_model(cfg, data, needs_cam, device)
+            arch = configured_arch(cfg)
         else:
             spec = state["meta"]["model"]
             if not cfg.init.adapt_channels:
@@ -105,7 +106,7 @@ def source_model(state: dict | None, source: dict):
                 source_chans=spec["in_chans"], target_chans=data.channels,
             )  # fmt: skip
             log.info("%s", line)
-            model = build.place(cfg, model, device)
+            model = place(cfg, model, device)
         counts = surgery.setup_transfer(
             model, mode=str(t.mode), freeze_stages=int(t.freeze_stages), bn=str(t.bn)
         )
@@ -127,7 +128,7 @@ def source_model(state: dict | None, source: dict):
         return model, arch
 
     record_fields: dict = {}
-    return build_model, record_fields
+    return transferred, record_fields
 
 
 def param_groups(cfg: DictConfig, model) -> list[dict]:
@@ -143,7 +144,6 @@ def param_groups(cfg: DictConfig, model) -> list[dict]:
 
 
 def run(cfg: DictConfig, record: RunRecord) -> dict:
-    build.check_common(cfg)
     if float(cfg.transfer.head_lr_mult) <= 0:
         raise UserError(f"transfer.head_lr_mult must be > 0, got {cfg.transfer.head_lr_mult}")
     state, source = read_source(cfg)  # a wrong path stops before any data loads

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +23,6 @@ from camexp.engine import EpochMeter, evaluate, evaluate_variants, train_one_epo
 from camexp.errors import Diverged, Preempted
 from camexp.metrics.convergence import convergence_epochs
 from camexp.precision import precision_name, resume_precision
-from camexp.report.pictures import cam_grid, save_png, weights_title
 from camexp.run import distributed, signals
 from camexp.run.checkpoint import (
     load_checkpoint,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 class Trainer:
     model: torch.nn.Module
     objective: torch.nn.Module
-    data: object  # camexp.training.parts.Data
+    data: object  # camexp.training.data.Data
     optimizer: torch.optim.Optimizer
     scheduler: object
     regularizer: object
@@ -67,7 +68,11 @@ class Trainer:
     cam_quality: object | None = None  # camexp.metrics.CamQuality: CAM metrics at the end (#9)
     ema: object | None = None  # camexp.models.ema.WeightAverage, evaluated as *_ema/* (#17)
     tta: int = 0  # camexp.engine.TTA_LEVELS: the final test also as test_tta/* (#17)
-    picture_title: str = ""  # cams.png's provenance: run and overrides (report/pictures.py)
+    # (model, epoch) -> a (3, H, W) CAM picture or None, with .save(grid, path): the wiring's
+    # camexp.report.pictures.RunPictures (the loop itself draws nothing)
+    pictures: Callable | None = None
+    # (trainer, row) after each epoch's checkpoint: off-the-clock measurements (bench_tta.py)
+    epoch_hooks: list = field(default_factory=list)
     precision: str = ""  # results.json's: bf16 | fp32, or how a resume changed it
 
     def __post_init__(self):
@@ -124,7 +129,8 @@ class Trainer:
         if is_main():  # data-parallel ranks hold identical weights: one writes
             save_checkpoint(self.checkpoint_path(name), state)
 
-    def resume_if_possible(self) -> None:
+    def resume(self) -> None:
+        """Continue from the run folder's last.pt when it has one (the same config, checked)."""
         state = read_resume_state(self.run_dir, self.config, self.meta)
         if state is None:
             return
@@ -190,32 +196,32 @@ class Trainer:
             Progress.show(bar, meter.summary(across_ranks=False))
 
     # ------------------------------------------------------------------ the loop
-    def fit(self) -> dict:
-        """Every epoch runs with stop signals deferred to its steps' ends and its own end; the
-        final test and CAM metrics stop at once (last.pt holds every epoch: resume re-tests)."""
+    @contextmanager
+    def session(self):
+        """Around resume, fit and test: a stop or a divergence carries how far the run got (its
+        record says so), and the tracker is closed however the run ends."""
         try:
-            self.resume_if_possible()
-            while self.epoch < self.epochs:
-                with signals.deferred():
-                    self.run_epoch()
-                    if self.stop_requested():
-                        raise self.stopped(f"after epoch {self.epoch} (saved)")
-            return self.finish()
+            yield self
         except (Diverged, Preempted) as err:
             err.epochs_completed = self.epoch
             err.metrics = self.summary_metrics()
             raise
-
-    def fit_and_report(self, hparams: dict, extra_metrics: dict | None = None) -> dict:
-        """``fit()``, then TensorBoard's HParams summary; the tracker is closed either way."""
-        try:
-            results = self.fit()
-            results["metrics"].update(extra_metrics or {})
-            numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, float)}
-            self.tracker.add_hparams(hparams, {f"hparam/{k}": v for k, v in numbers.items()})
-            return results
         finally:
             self.tracker.close()
+
+    def fit(self) -> None:
+        """The remaining epochs, each with stop signals deferred to its steps' ends and its own
+        end; the final test and CAM metrics stop at once (last.pt holds every epoch)."""
+        while self.epoch < self.epochs:
+            with signals.deferred():
+                self.run_epoch()
+                if self.stop_requested():
+                    raise self.stopped(f"after epoch {self.epoch} (saved)")
+
+    def report_hparams(self, hparams: dict, metrics: dict) -> None:
+        """TensorBoard's HParams summary: the knobs a sweep turns against the final numbers."""
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        self.tracker.add_hparams(hparams, {f"hparam/{k}": v for k, v in numbers.items()})
 
     def run_epoch(self) -> None:
         epoch = self.epoch + 1
@@ -223,6 +229,7 @@ class Trainer:
         meter, self.meter = self.meter or EpochMeter(self.device), None
         loader, bar = self.progress.wrap(self.data.train, f"epoch {epoch}/{self.epochs}")
         skipped = sum(row.get("train/skipped_steps", 0) for row in self.history)
+        clock = time.perf_counter()
         try:
             stats = train_one_epoch(
                 self.model, self.objective, loader, self.optimizer, self.scheduler,
@@ -233,10 +240,10 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        row = dict(stats)
+        row = dict(stats, train_time_s=time.perf_counter() - clock)  # steps and EMA updates only
         if self.data.val is not None:  # model selection sees the held-out split, never test
             row.update(evaluate(self.model, track(self.data.val, "validate"), self.device,
-                                amp_dtype=self.amp_dtype))  # fmt: skip
+                                prefix="val", amp_dtype=self.amp_dtype))  # fmt: skip
             row.update(evaluate_variants(self.model, self.data.val, self.device, prefix="val",
                                          amp_dtype=self.amp_dtype,
                                          ema_model=self.ema_model()))  # fmt: skip
@@ -258,17 +265,16 @@ class Trainer:
         slow = slowdown([r["train/images_per_s"] for r in self.history])
         if slow:  # once: other jobs on these cores, or throttling (camexp/run/jobs.py)
             log.warning("%s", slow)
+        for hook in self.epoch_hooks:
+            hook(self, row)
 
     def ema_model(self) -> torch.nn.Module | None:
         return self.ema.module if self.ema is not None else None
 
     def log_pictures(self, epoch: int) -> torch.Tensor | None:
-        if len(self.data.picture_labels) == 0:
+        grid = self.pictures(self.model, epoch) if self.pictures is not None else None
+        if grid is None:
             return None
-        title = weights_title(self.picture_title, "last", epoch) if self.picture_title else ""
-        grid = cam_grid(self.model, self.data.picture_images, self.data.picture_labels,
-                        self.data.mean, self.data.std, self.data.classes,
-                        title=title)  # fmt: skip
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
 
@@ -278,8 +284,9 @@ class Trainer:
         return {"val/acc1_best": self.best_acc, "val/acc1_last": self.history[-1]["val/acc1"],
                 "best_epoch": self.best_epoch}  # fmt: skip
 
-    def finish(self) -> dict:
-        """Test with the last weights, then with the best-on-val weights; pictures to PNG."""
+    def test(self) -> dict:
+        """Test with the last weights, then with the best-on-val weights; CAM quality with the
+        last; the picture to cams.png. Returns the results (rank 0: with the test metrics)."""
         metrics = self.summary_metrics()
         selection = "val" if self.data.val is not None else "none"
         if selection == "val":
@@ -294,7 +301,7 @@ class Trainer:
                                          tta=self.tta))  # fmt: skip
         grid = self.log_pictures(self.epochs)
         if grid is not None:
-            save_png(grid, os.path.join(self.run_dir, "cams.png"))
+            self.pictures.save(grid, os.path.join(self.run_dir, "cams.png"))
         if self.cam_quality is not None:  # with the last weights, like test/acc1
             metrics.update(self.cam_quality(self.model, self.data, self.device))
         if selection == "val":  # the best-on-val weights; without a val split there are none
