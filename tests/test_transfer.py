@@ -282,6 +282,7 @@ def test_smoke_transfer_writes_every_run_folder_file(smoke_source, tmp_path):
                 "dataset.val_size=0",
                 "dataset.workers=0",
                 "dataset.image_size=16",
+                "batch_size=4",  # the folder's 4 images make one training batch
             ],
             "has in_chans=1, this run has in_chans=3; set init.adapt_channels=true",
         ),  # fmt: skip

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from camexp.data.folder import read_rgb
 from camexp.errors import UserError
 
 
@@ -50,8 +50,7 @@ class ImageList(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        with Image.open(self.paths[index]) as image:
-            image = image.convert("RGB")
+        image = read_rgb(self.paths[index])  # a decompression bomb stops with its path
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]

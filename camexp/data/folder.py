@@ -2,9 +2,11 @@
 workers, with the usual ImageNet-style augmentation, pinned memory and non-blocking copies."""
 
 import os
+import warnings
 from typing import NamedTuple
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision import datasets, transforms
 
@@ -27,9 +29,27 @@ def image_folder(root: str | None, split: str, folders: dict | None = None):
             "(set dataset.root=DIR)"
         )
     try:
-        return datasets.ImageFolder(path, allow_empty=False)
+        return datasets.ImageFolder(path, loader=read_rgb, allow_empty=False)
     except (FileNotFoundError, RuntimeError) as err:
         raise UserError(f"image folder {path} holds no class folders with images ({err})") from err
+
+
+def read_rgb(path: str) -> Image.Image:
+    """The image at ``path`` in RGB (torchvision's ``pil_loader``), refusing a decompression bomb.
+
+    An image over PIL's ``Image.MAX_IMAGE_PIXELS`` (PIL warns above it and raises above twice it)
+    stops the run naming the file, whatever ``dataset.on_corrupt`` says: it is a file made to
+    exhaust memory, or a scan far beyond any model input, not a damaged file to skip.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open(path, "rb") as f, Image.open(f) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UserError(
+            f"image {path} is too large to decode safely ({err}); shrink or delete it"
+        ) from None
 
 
 def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: float = 0.875):
@@ -49,7 +69,7 @@ def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: floa
 def box_transform(image_size: int, mean, std):
     """The test images of the box metrics: ``Resize((image_size, image_size))``, no crop, as
     wsolevaluation's test transform, so that every ground-truth box stays whole (a centre crop
-    of a 500x333 image can cut a box in half). Boxes: camexp.metrics.boxes.folder_test_boxes."""
+    of a 500x333 image can cut a box in half). Boxes: camexp.data.boxes.folder_test_boxes."""
     return transforms.Compose(
         [
             transforms.Resize((image_size, image_size)),
@@ -69,6 +89,12 @@ def folder_loader(
     seed: int = 0,
     on_corrupt: str = "stop",
 ) -> "CheckedLoader":
+    if train and len(dataset) < batch_size:  # drop_last would leave no step at all
+        raise UserError(
+            f"the training images of {dataset_name(dataset)} ({len(dataset)}) are fewer than "
+            f"batch_size={batch_size}, so an epoch has no step; set batch_size={len(dataset)} "
+            "or smaller"
+        )
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         CheckedImages(dataset),
@@ -85,10 +111,19 @@ def folder_loader(
 
 
 class CorruptImage(NamedTuple):
-    """Stands in for a sample whose file could not be decoded (crosses worker processes)."""
+    """Stands in for a sample whose file could not be decoded (crosses worker processes);
+    ``refused``: a file that stops the run even with on_corrupt=skip (read_rgb's bomb)."""
 
     path: str
     error: str
+    refused: bool = False
+
+
+def dataset_name(dataset) -> str:
+    """The folder (ImageFolder ``root``) or name (camexp ``name``) of a dataset, through Subsets."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return str(getattr(dataset, "root", None) or getattr(dataset, "name", "the dataset"))
 
 
 def image_path(dataset, index: int) -> str:
@@ -114,6 +149,8 @@ class CheckedImages(Dataset):
     def __getitem__(self, index: int):
         try:
             return self.dataset[index]
+        except UserError as err:  # one line already (read_rgb); a worker would add its traceback
+            return CorruptImage(image_path(self.dataset, index), str(err), refused=True)
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for bad files
             return CorruptImage(image_path(self.dataset, index), f"{type(err).__name__}: {err}")
 
@@ -142,6 +179,8 @@ class CheckedLoader:
     def __iter__(self):
         for images, labels, bad in self.loader:
             for sample in bad:
+                if sample.refused:
+                    raise UserError(sample.error)
                 if self.on_corrupt == "stop":
                     raise UserError(
                         f"unreadable image {sample.path} ({sample.error}); replace or delete "

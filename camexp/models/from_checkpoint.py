@@ -32,6 +32,15 @@ from camexp.run.checkpoint import load_checkpoint
 MODEL_KEYS = ("backbone", "kwargs", "small_input_stem", "in_chans", "num_classes", "image_size",
               "mean", "std", "exact_cam")  # fmt: skip
 DATASET_KEYS = ("name", "classes")
+# The type of each recorded fact, as model_spec, dataset_identity and split_identity write it;
+# ``[float]`` is a list of them. read_checkpoint refuses any other (a crafted or damaged meta).
+TYPES = {
+    "model": {"backbone": str, "kwargs": dict, "small_input_stem": bool, "in_chans": int,
+              "num_classes": int, "image_size": int, "mean": [float], "std": [float],
+              "exact_cam": bool},
+    "dataset": {"name": str, "classes": [str]},
+    "split": {"val_size": int, "split_seed": int, "subset": dict},
+}  # fmt: skip
 HELD_OUT = ("val_size", "split_seed")  # with the dataset, these decide which images are val
 log = logging.getLogger(__name__)
 # What a mismatch means, per compared fact; a caller may replace a hint (e.g. transfer's channels).
@@ -118,7 +127,35 @@ def read_checkpoint(path: str, role: str = "checkpoint") -> dict:
     missing += [f"dataset.{k}" for k in DATASET_KEYS if k not in meta["dataset"]]
     if missing:
         raise UserError(f"{role} {path}: its meta lacks {', '.join(missing)}; retrain it")
+    for part, types in TYPES.items():
+        record = meta.get(part, {}) if part == "split" else meta[part]  # split: older ones lack it
+        for key, kind in types.items() if isinstance(record, dict) else ():
+            if key in record and not _fits(record[key], kind):
+                raise UserError(
+                    f"{role} {path}: its meta.{part}.{key} is {record[key]!r:.80}, not "
+                    f"{_kind(kind)}; the file is damaged or not camexp's, retrain it"
+                )
+    model = meta["model"]
+    for key in ("in_chans", "num_classes", "image_size"):
+        if model[key] < 1:
+            raise UserError(f"{role} {path}: its meta.model.{key} is {model[key]}; retrain it")
+    if not all(isinstance(k, str) for k in model["kwargs"]):
+        raise UserError(f"{role} {path}: its meta.model.kwargs has a key that is not a name")
     return state
+
+
+def _fits(value, kind) -> bool:
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(_fits(v, kind[0]) for v in value)
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def _kind(kind) -> str:
+    if isinstance(kind, list):
+        return f"a list of {kind[0].__name__}"
+    return ("an " if kind.__name__[0] in "aeiou" else "a ") + kind.__name__
 
 
 def build_from_spec(spec: dict, *, needs_cam: bool, num_classes: int | None = None,

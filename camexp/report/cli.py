@@ -32,7 +32,7 @@ from camexp.report.runs import (
     group_runs,
     grouping_keys,
 )
-from camexp.report.table import long_csv, long_table, pivot_table, render
+from camexp.report.table import latex_comment, long_csv, long_table, pivot_table, render
 
 # Per task, the metrics shown without --metrics (those that some completed run has).
 DEFAULT_METRICS = {
@@ -172,7 +172,7 @@ def report(args: argparse.Namespace) -> str:
     precisions = sorted({run.value(PRECISION) for run in completed})
     if len(precisions) == 1:  # else a grouping column (runs.grouping_keys)
         line = f"Precision: {precisions[0]} (every averaged run)"
-        out += {"markdown": "\n\n" + line, "latex": "\n% " + line}.get(args.format, "")
+        out += {"markdown": "\n\n" + line, "latex": "\n" + latex_comment(line)}.get(args.format, "")
         if args.format == "csv":
             print(line, file=sys.stderr)
     if failures:
@@ -180,7 +180,7 @@ def report(args: argparse.Namespace) -> str:
         if args.format == "markdown":
             out += "\n\n" + note + "\n\n" + "\n".join(failures)
         elif args.format == "latex":
-            out += "\n% " + note + "\n" + "\n".join("% " + line for line in failures)
+            out += "\n".join(["", latex_comment(note)] + [latex_comment(line) for line in failures])
         else:  # CSV stays machine-readable: the list goes to stderr
             print(note + "\n" + "\n".join(failures), file=sys.stderr)
 

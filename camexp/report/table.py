@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import statistics
+import unicodedata
 from dataclasses import dataclass
 
 from camexp.errors import UserError
@@ -192,28 +193,45 @@ def to_markdown(table: Table, digits: int = 2, show_n: bool = False) -> str:
     return "\n".join(lines)
 
 
+# TeX's specials, each as text: after this no name or value from a run folder is a command.
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+    "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
+    "<": r"$<$", ">": r"$>$", "Δ": r"$\Delta$",
+}  # fmt: skip
+
+
+def one_line(text: str) -> str:
+    """Every line break and control character as a space: a field never starts a new line."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def latex_text(text: str) -> str:
+    """``text`` as literal LaTeX: specials escaped, on one line."""
+    return "".join(LATEX_SPECIALS.get(c, c) for c in one_line(text))
+
+
+def latex_comment(text: str) -> str:
+    """``% text``: a newline inside ``text`` cannot end the comment and start live LaTeX."""
+    return "% " + one_line(text)
+
+
 def to_latex(table: Table, digits: int = 2, show_n: bool = False) -> str:
-    def esc(text: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                     ("#", r"\#"), ("Δ", r"$\Delta$"), ("<", r"$<$")):  # fmt: skip
-            text = text.replace(a, b)
-        return text
-
-    def cell(c) -> str:
+    def cell(c) -> str:  # a Stat or Delta is our own digits, signs and words
         text = _text(c, digits, r" $\pm$ ", show_n)
-        return text.replace("<", "$<$") if isinstance(c, Stat | Delta) else esc(text)
+        return text.replace("<", "$<$") if isinstance(c, Stat | Delta) else latex_text(text)
 
-    lines = [f"% {table.title}"] if table.title else []
+    lines = [latex_comment(table.title)] if table.title else []
     lines += [
         r"\begin{tabular}{" + "l" * (len(table.header) - 1) + "r}",
         r"\toprule",
-        " & ".join(esc(h) for h in table.header) + r" \\",
+        " & ".join(latex_text(h) for h in table.header) + r" \\",
         r"\midrule",
     ]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.note:
-        lines.append("% " + table.note)
+        lines.append(latex_comment(table.note))
     return "\n".join(lines)
 
 

@@ -74,6 +74,10 @@ def load_checkpoint(path: str) -> dict:
         raise UserError(f"{path} is not a camexp checkpoint (no '{FORMAT}' format tag)")
     if not isinstance(state.get("model"), dict):
         raise UserError(f"{path} holds no model weights (no 'model' entry); it is damaged")
+    for key in ("config", "meta"):  # read as mappings by resume and by every consumer
+        if key in state and not isinstance(state[key], dict):
+            kind = type(state[key]).__name__
+            raise UserError(f"{path}: its {key} is a {kind}, not a mapping; the file is damaged")
     return state
 
 
