@@ -8,6 +8,7 @@ camexp/metrics/boxes.py). An image may have several boxes: an array (n, 4).
 from __future__ import annotations
 
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -142,7 +143,13 @@ def folder_test_boxes(
         return None
     out = []
     for path, boxes in pairs:
-        with Image.open(path) as image:  # reads the header only
-            size = image.size
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:  # reads the header only
+                    size = image.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise UserError(f"image {path} is too large to decode safely ({err}); shrink or "
+                            "delete it") from None  # fmt: skip
         out.append(resize_box(boxes, size, image_size))
     return out
