@@ -122,10 +122,11 @@ def test_missing_checkpoint_and_classify_with_kd_term(tmp_path):
         run_kd([*SMOKE, "task=kd", "teacher.name=resnet56"], tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         run_kd([*SMOKE, "task=kd", f"teacher.ckpt={tmp_path}/no.pt"], tmp_path)
+    from camexp.models.teacher import check_teacher_terms
     from camexp.training.model import build_loss
 
     with pytest.raises(UserError, match="kd need a teacher; use task=kd teacher.ckpt=PATH"):
-        build_loss(compose_kd(["loss=[ce,kd]"]))
+        check_teacher_terms(build_loss(compose_kd(["loss=[ce,kd]"])), has_teacher=False)
 
 
 # ----------------------------------------------------------------------------- frozen teacher

@@ -233,7 +233,7 @@ def smoke_source(tmp_path_factory):
     data = write_fashion_mnist(tmp / "fm", n_train=160, n_test=40)
     run = camexp_cli(
         "debug=smoke", f"dataset.root={data}", "dataset.val_size=32", "dataset.subset.train=96",
-        "cam_pictures=4", f"hydra.run.dir={tmp / 'run'}", cwd=tmp,
+        "backbone=resnet20", "cam_pictures=4", f"hydra.run.dir={tmp / 'run'}", cwd=tmp,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     return tmp / "run"
