@@ -87,13 +87,16 @@ def test_user_error_in_a_sweep_does_not_stop_it(tmp_path, fmnist):
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path, fmnist):
-    """Two runs started at the same moment (they fail at once on batch_size=0, which still
-    writes results.json into the run folder) never share a folder."""
-    env = {**os.environ, "CAMEXP_OUTPUT_DIR": str(tmp_path)}
-    args = [*CAMEXP, "debug=smoke", f"dataset.root={fmnist}", "batch_size=0", "tensorboard=false"]
+    """Two runs started at the same moment never share a folder. They diverge at their first
+    step (std=0 makes every input infinite), which keeps the folder and its results.json; a
+    failed start (a user error such as batch_size=0) would leave no folder to count."""
+    env = {**os.environ, "CAMEXP_OUTPUT_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    args = [*CAMEXP, "debug=smoke", f"dataset.root={fmnist}", "dataset.std=[0.0]",
+            "skip_nonfinite=0", "checkpoint_every=0", "tensorboard=false",
+            "cam_pictures=0"]  # fmt: skip
     procs = [subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL) for _ in range(3)]
     pids = {str(p.pid) for p in procs}
-    assert all(p.wait(timeout=120) == 2 for p in procs)
+    assert all(p.wait(timeout=120) == 3 for p in procs)  # 3: diverged
     folders = sorted(p.parent for p in tmp_path.rglob("results.json"))
     assert len(folders) == 3
     # Each folder name ends in its process id: unique among processes alive at the same time.

@@ -102,7 +102,8 @@ def write_run(run_dir: str, root: str, seed: int) -> None:
     meta = {"model": spec, "dataset": identity}
     config = {"dataset": dataset, "backbone": {"name": "resnet20", "drop_rate": 0.0}}
     path = os.path.join(run_dir, "checkpoints", "last.pt")
-    save_checkpoint(path, {"model": model.state_dict(), "config": config, "meta": meta})
+    state = {"epoch": 1, "model": model.state_dict(), "config": config, "meta": meta}
+    save_checkpoint(path, state)
 
 
 def test_compare_cams_writes_the_grid(fm_root, tmp_path):
@@ -118,7 +119,9 @@ def test_compare_cams_writes_the_grid(fm_root, tmp_path):
     assert texts[:5] == ["image", "A: CAM (true class)", "A: CAAM", "B: CAM (true class)",
                          "B: CAAM"]  # fmt: skip
     assert len(texts) == 5 + 4 and texts[5].startswith("true: ")  # a label per row
-    assert fig._suptitle.get_text() == "A = a   B = b"  # no differing overrides: folder names
+    # one line per run: folder, overrides that differ from the defaults, weights and epoch
+    assert fig._suptitle.get_text() == ("A = a: defaults; last weights, epoch 1\n"
+                                        "B = b: defaults; last weights, epoch 1")  # fmt: skip
     with Image.open(out) as png:
         assert png.size[0] >= 400
     # the image column shows the ground-truth box in pure green

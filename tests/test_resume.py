@@ -19,7 +19,7 @@ from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "kill_driver.py")
-TIMING = {"train/images_per_s", "val/images_per_s", "epoch_time_s"}
+TIMING = {"train/images_per_s", "val/images_per_s", "epoch_time_s", "train_time_s"}  # wall clock
 # 3 epochs of 3 steps, a step checkpoint every 2 steps: kills land mid-epoch and at epoch ends.
 SMALL = [
     "debug=smoke", "epochs=3", "deterministic=true", "checkpoint_every=2", "tensorboard=false",

@@ -67,6 +67,9 @@ class Whiten(nn.Module):
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
+        if not torch.isfinite(images).all():  # eigh would fail; NaN filters make this step's loss
+            self.weight.fill_(float("nan"))  # non-finite (skipped or diverged by the trainer),
+            return  # and the next batch fits again
         self.weight.copy_(whitening_filters(images, self.kernel).to(self.weight))
         self.whiten_fitted.fill_(True)
 
@@ -74,7 +77,7 @@ class Whiten(nn.Module):
         if self.training and not self.known_fitted:  # one host sync, at the first step only
             if not bool(self.whiten_fitted):  # False unless loaded from a checkpoint
                 self.fit(x)
-            self.known_fitted = True
+            self.known_fitted = bool(self.whiten_fitted)
         return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))  # (B, 2Ck^2, H-k+1, .)
 
 
