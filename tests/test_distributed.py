@@ -47,7 +47,7 @@ def test_two_process_gloo_run_matches_one_process(tiny_fmnist, tmp_path):
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["best.pt", "last.pt"]
 
 
-TIMING = {"train/images_per_s", "val/images_per_s", "epoch_time_s"}
+TIMING = {"train/images_per_s", "val/images_per_s", "epoch_time_s", "train_time_s"}
 
 
 def torchrun(args, driver=None):
