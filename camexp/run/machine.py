@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 
 
+@cache  # read once per process: results.json records it at every write
 def cpu_name() -> str:
     """The model name, with AMD's family/model and Zen generation (the VMs here say "AMD EPYC")."""
     fields = {}
