@@ -193,6 +193,19 @@ def stop(record: RunRecord, err: Preempted, multirun: bool):
     sys.exit(signals.EXIT_CODES[status])  # the signal was for the process: a sweep stops too
 
 
+def refuse_start(err: BaseException, run_dir: str, output_dir, multirun: bool, full_error: bool):
+    """A start that failed before the run folder was ours: one line, nothing written, and the
+    folder this start created removed (a resume= typo's too); busy exits 75, anything else 2."""
+    print(f"camexp: {'busy' if isinstance(err, Busy) else 'error'}: {err}", file=sys.stderr)
+    if not multirun:
+        remove_failed_start(run_dir, output_dir)
+    if full_error:
+        raise err
+    if multirun:
+        return None
+    sys.exit(EXIT_BUSY if isinstance(err, Busy) else EXIT_USER_ERROR)
+
+
 def run_task(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -212,15 +225,7 @@ def run_task(cfg: DictConfig) -> dict | None:
                 print(f"camexp: {done}", file=sys.stderr)
                 return None
             except UserError as err:  # not our folder (locked, another run's): write nothing
-                print(f"camexp: {'busy' if isinstance(err, Busy) else 'error'}: {err}",
-                      file=sys.stderr)  # fmt: skip
-                if not multirun:
-                    remove_failed_start(run_dir, output_dir)  # a resume= typo's folder too
-                if full_error:
-                    raise
-                if multirun:
-                    return None
-                sys.exit(EXIT_BUSY if isinstance(err, Busy) else EXIT_USER_ERROR)
+                return refuse_start(err, run_dir, output_dir, multirun, full_error)
         check_options(cfg, overrides, known_top_level_keys(cfg, overrides))
         for note in renamed_options(overrides):
             log.warning("%s", note)
@@ -236,6 +241,8 @@ def run_task(cfg: DictConfig) -> dict | None:
     except (UserError, Diverged, InstantiationException) as raised:
         signals.hold()  # the run is ending: a signal must not cut its final status short
         err = user_error_of(raised)
+        if record is None:  # the folder was never ours (an error wrapped by Hydra on the way)
+            return refuse_start(err or raised, run_dir, output_dir, multirun, full_error)
         if isinstance(err, Preempted):
             stop(record, err, multirun)
         if err is None:
@@ -311,6 +318,7 @@ def main() -> None:
         sys.exit(EXIT_USER_ERROR)
     finally:
         signals.restore(previous_handlers)
+        os.environ.pop("CAMEXP_USER_FULL_ERROR", None)  # an in-process caller's next run decides
         if user_full:
             os.environ["HYDRA_FULL_ERROR"] = "1"
         else:

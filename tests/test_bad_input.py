@@ -93,7 +93,8 @@ CASES = {
     "bad_cam_option": Case(["loss.cam.norm=bogus"], ["loss.cam.norm='bogus'", "minmax"]),
     "zero_batch_size": Case(["batch_size=0"], ["batch_size=0 must be >= 1"]),
     "head_without_exact_cam": Case(
-        ["backbone.name=mobilenetv3_small_050"], ["has no exact CAM", "loss=[ce]"]
+        ["backbone=resnet20", "backbone.name=mobilenetv3_small_050"],
+        ["has no exact CAM", "loss=[ce]"],
     ),
     "eval_without_ckpt": Case(["task=eval"], ["task=eval needs a checkpoint", "ckpt="]),
     "eval_missing_ckpt": Case(["task=eval", "ckpt={root}/nope.pt"], ["nope.pt does not exist"]),

@@ -22,7 +22,8 @@ from camexp.run.checkpoint import load_checkpoint, save_checkpoint
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]  # fmt: skip
-SMOKE = ["debug=smoke", "dataset.val_size=32", "batch_size=16", "progress=false", "device=cpu",
+SMOKE = ["debug=smoke", "backbone=resnet20", "dataset.val_size=32", "batch_size=16",
+         "progress=false", "device=cpu",
          "tensorboard=false", "metrics=none"]  # fmt: skip
 PWNED: list = []
 

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 SMALL = [
-    "debug=smoke", "tensorboard=false", "progress=false", "batch_size=16", "epochs=2",
+    "debug=smoke", "backbone=resnet20", "tensorboard=false", "progress=false", "batch_size=16",
+    "epochs=2",
     "dataset.val_size=16",
     "cam_pictures=2", "metrics=none", "optim.lr=0.02",
 ]  # fmt: skip

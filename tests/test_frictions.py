@@ -81,12 +81,14 @@ def test_parallel_jobs_prefix_their_log_lines_with_the_job_number():
     root.addHandler(handler)
     logger = logging.getLogger("camexp.test_frictions")
     logger.setLevel(logging.INFO)
+    prefix = None
     try:
         assert jobs.prefix_job_logs(hydra_cfg(mode=RunMode.RUN)) is None  # not shared
         prefix = jobs.prefix_job_logs(hydra_cfg(n_jobs=2, num=3))
         logger.info("epoch %d", 1)
-        handler.removeFilter(prefix)
     finally:
+        for each in root.handlers:  # the filter went on every root handler (pytest's too)
+            each.removeFilter(prefix)
         root.removeHandler(handler)
     assert stream.getvalue() == "[job 3] epoch 1\n"
 

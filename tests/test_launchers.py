@@ -35,7 +35,8 @@ def camexp(out: Path, fmnist: str, *overrides: str, check: bool = True):
         "OMP_NUM_THREADS": "1",  # two jobs at once on a 2-core machine
         "HYDRA_FULL_ERROR": "0",
     }
-    common = ["debug=smoke", f"dataset.root={fmnist}", "tensorboard=false", "cam_pictures=0"]
+    common = ["debug=smoke", "backbone=resnet20", f"dataset.root={fmnist}", "tensorboard=false",
+              "cam_pictures=0"]  # fmt: skip
     proc = subprocess.run(
         [*CAMEXP, *common, *overrides], env=env, capture_output=True, text=True, timeout=300
     )
@@ -144,7 +145,8 @@ def test_a_preempted_submitit_job_is_requeued_into_its_folder_and_resumes(tmp_pa
     """submitit's preemption signal (USR2; SLURM sends it before the time limit) reaches the
     job: camexp saves last.pt and stops as "preempted", submitit requeues the job, and the new
     process resumes in the same run folder and completes with the uninterrupted run's numbers."""
-    args = ["debug=smoke", f"dataset.root={fmnist}", "tensorboard=false", "cam_pictures=0",
+    args = ["debug=smoke", "backbone=resnet20", f"dataset.root={fmnist}", "tensorboard=false",
+            "cam_pictures=0",
             "metrics=none", "epochs=3", "deterministic=true", "checkpoint_every=1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CAMEXP_OUTPUT_DIR": str(tmp_path / "sweep")}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -174,6 +176,6 @@ def test_a_preempted_submitit_job_is_requeued_into_its_folder_and_resumes(tmp_pa
 
 
 def metric_rows(run: Path) -> list:
-    timing = {"train/images_per_s", "val/images_per_s", "epoch_time_s"}
+    timing = {"train/images_per_s", "val/images_per_s", "epoch_time_s", "train_time_s"}
     with open(run / "metrics.csv") as f:
         return [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(f)]

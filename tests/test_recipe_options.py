@@ -294,10 +294,15 @@ def test_the_benchmark_trains_what_camexp_trains(tmp_path):
         sys.path.pop(0)
     recipe = ["debug=smoke", "backbone=airnet", "ema.decay=0.9", "metrics=none", "epochs=2",
               "deterministic=true", "regularizer=mixup"]  # fmt: skip
-    bench_tta.main(["--seeds", "0", "--ref-steps", "0", "--run-dir", str(tmp_path / "bench"),
-                    *recipe])  # fmt: skip
+    threads = torch.get_num_threads()  # one thread on both sides: sums in the same order
+    torch.set_num_threads(1)
+    try:
+        bench_tta.main(["--seeds", "0", "--ref-steps", "0", "--run-dir", str(tmp_path / "bench"),
+                        *recipe])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     (bench_run,) = (tmp_path / "bench").iterdir()
-    plain = run_camexp(*recipe, "seed=0", "progress=false", "tensorboard=false",
+    plain = run_camexp(*recipe, "seed=0", "progress=false", "tensorboard=false", "threads=1",
                        f"hydra.run.dir={tmp_path / 'plain'}")  # fmt: skip
     assert plain.returncode == 0, plain.stderr
     ours = json.loads((bench_run / "results.json").read_text())["metrics"]

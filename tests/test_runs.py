@@ -19,7 +19,7 @@ from camexp.models.backbone import build_backbone
 
 N_TRAIN, N_TEST, VAL = 64, 32, 16
 # debug=smoke keeps 64 val images by default; the tiny set has 64 train images in all
-COMMON = ["debug=smoke", f"dataset.val_size={VAL}", "metrics=none"]
+COMMON = ["debug=smoke", "backbone=resnet20", f"dataset.val_size={VAL}", "metrics=none"]
 MEAN, STD = 0.2860, 0.3530  # configs/dataset/fashion_mnist.yaml
 
 
