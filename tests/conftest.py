@@ -30,6 +30,14 @@ def run_camexp(*args, cwd=None, timeout: int = 300) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker shares the cores with the others: one torch thread each."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 CIFAR10_NAMES = [
     "airplane",
     "automobile",

@@ -4,6 +4,7 @@ group can read, a failed start that leaves no folder, one-line type and CLI erro
 import io
 import logging
 import os
+import sys
 
 import pytest
 import torch
@@ -121,3 +122,17 @@ def test_a_bad_resume_path_leaves_no_folder(tmp_path):
     assert len(lines) == 1 and "no such folder" in lines[0], done.stderr
     assert not missing.exists()
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "3"], ["epochs=3\x07"]])
+def test_a_refused_command_line_leaves_the_callers_environment_as_it_was(monkeypatch, argv):
+    """main() sets HYDRA_FULL_ERROR for Hydra; an early refusal must not leave it behind for an
+    in-process caller's later subprocesses (they would print tracebacks and exit 1)."""
+    from camexp.main import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["camexp", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "HYDRA_FULL_ERROR" not in os.environ and "CAMEXP_USER_FULL_ERROR" not in os.environ

@@ -72,3 +72,24 @@ def test_report_separates_and_states_precision(tmp_path, capsys):
 
     code, out, _ = run_report(capsys, tmp_path / "r0", tmp_path / "r1", "--metrics", "test/acc1")
     assert code == 0 and "Precision: fp32" in out
+
+
+def test_an_older_run_without_a_recorded_precision_pools_only_when_amp_none_says_fp32(
+    tmp_path, capsys
+):
+    """Runs from before results.json stored ``precision``: ``amp=none`` means fp32 on every
+    machine, so they share a cell with recorded fp32 runs; ``amp=auto`` stays unknown ("-")."""
+    old = write_run(tmp_path, "old", ["seed=0", "amp=none"], {"test/acc1": 90.0}, seed=0)
+    new = write_run(tmp_path, "new", ["seed=1", "amp=none"], {"test/acc1": 92.0}, seed=1)
+    results = json.loads((new / "results.json").read_text())
+    (new / "results.json").write_text(json.dumps({**results, "precision": "fp32"}))
+    code, out, _ = run_report(capsys, old, new, "--metrics", "test/acc1")
+    assert code == 0 and "Precision: fp32 (every averaged run)" in out
+    assert markdown_rows(out)[1] == ["all", "91.00 ± 1.41", "2"]
+
+    auto = write_run(tmp_path, "auto", ["seed=2", "amp=auto"], {"test/acc1": 94.0}, seed=2)
+    code, out, _ = run_report(capsys, old, new, auto, "--metrics", "test/acc1")
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0] == ["precision", "amp", "test/acc1", "seeds"]
+    assert rows[1:] == [["-", "auto", "94.00", "1"], ["fp32", "none", "91.00 ± 1.41", "2"]]

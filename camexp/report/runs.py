@@ -185,18 +185,28 @@ def load_run(folder: str) -> Run:
     if status == "completed" and not_finite(metrics):  # a NaN is a failed run: never averaged
         status = "diverged"
         results["error"] = f"not a finite number: {', '.join(not_finite(metrics)[:3])}"
+    overrides = parse_overrides(override_lines)
     return Run(
         path=folder,
         status=status,
         task=task,
         metrics=dict(results.get("metrics") or {}),
-        overrides=parse_overrides(override_lines),
+        overrides=overrides,
         choices=choices,
         config=config,
         error=results.get("error"),
         epochs_completed=results.get("epochs_completed"),
-        precision=results.get("precision"),
+        precision=results.get("precision") or stated_precision(overrides, config),
     )
+
+
+def stated_precision(overrides: dict, config) -> str | None:
+    """The precision of a run older than results.json's ``precision``: fp32 where ``amp=none``
+    was its setting (no autocast, on every machine); unknown (None) for ``amp=auto``."""
+    amp = overrides.get("amp")
+    if amp is None and config is not None:
+        amp = OmegaConf.select(config, "amp", default=None, throw_on_resolution_failure=False)
+    return "fp32" if str(amp) == "none" else None
 
 
 def find_runs(paths: list, task: str | None = None, where: tuple = ()) -> list:

@@ -211,13 +211,13 @@ def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
     folder = os.path.join(out, table["name"])
     done = [r for r in runs if r.table == table["name"] and finished(r, out)]
     lines = [f"## {table['title']}", "", " ".join(table.get("about", "").split()), ""]
+    planned = sum(r.table == table["name"] for r in runs)
     if not done:
-        return "\n".join([*lines, f"No finished runs yet (0 of {len(runs)} planned).", ""])
+        return "\n".join([*lines, f"No finished runs yet (0 of {planned} planned).", ""])
     machines = []
     for r in done:
         with open(os.path.join(folder, r.name, "machine.json")) as f:
             machines.append(json.load(f))
-    planned = sum(r.table == table["name"] for r in runs)
     state = "complete" if len(done) == planned else "IN PROGRESS: not yet a result"
     cpus = sorted({m["cpu"] for m in machines})
     hours = sum(m["cpu_hours"] for m in machines)
