@@ -25,8 +25,6 @@ until test acc1 first reaches 93 / 94 / 94.5 %, the last-epoch accuracy, and the
 
 import argparse
 import copy
-import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -50,6 +48,7 @@ from camexp.training.wiring import TaskParts, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: bench.py
 from bench import compose_cfg  # noqa: E402
+from bench_cache import load_cached, save_cached  # noqa: E402
 
 NEUTRAL = ["progress=false", "tensorboard=false"]  # change nothing a run computes
 
@@ -217,34 +216,6 @@ def run_identity(args, seed: int, device) -> dict:
             "eval_every": args.eval_every,
             "ref_steps": args.ref_steps, "cpu": cpu_name(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(device)}  # fmt: skip
-
-
-def cache_path(cache: str, identity: dict) -> str:
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(cache, f"seed{identity['seed']}-{digest}.json")
-
-
-def load_cached(cache: str | None, identity: dict) -> dict | None:
-    path = cache_path(cache, identity) if cache else None
-    if path is None or not os.path.exists(path):
-        return None
-    with open(path) as f:
-        saved = json.load(f)
-    if saved.get("identity") != identity:  # a hash collision or a hand-edited file
-        return None
-    print(f"seed {identity['seed']}: reusing {path}", file=sys.stderr)
-    return saved["run"]
-
-
-def save_cached(cache: str | None, identity: dict, run: dict) -> None:
-    """Written whole or not at all (a temporary file renamed), so a kill leaves no half seed."""
-    if not cache:
-        return
-    os.makedirs(cache, exist_ok=True)
-    path = cache_path(cache, identity)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"identity": identity, "run": run}, f)
-    os.replace(path + ".tmp", path)
 
 
 def main(argv=None) -> str:

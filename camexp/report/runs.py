@@ -14,10 +14,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import yaml
 from omegaconf import OmegaConf
 
 from camexp.errors import UserError
+from camexp.report.folder_files import SkippedRun, load_yaml
 from camexp.run.keys import RESULT_NEUTRAL_KEYS, neutral
 
 # Keys that vary between runs without changing their results: never a grouping key (a key
@@ -96,32 +96,6 @@ def parse_overrides(lines: list) -> dict:
     return parsed
 
 
-class SkippedRun(Exception):
-    """A run folder whose files cannot be read: the report warns and goes on without it."""
-
-
-MAX_YAML_BYTES = 16 * 2**20  # camexp's own .hydra files are a few KiB
-
-
-class PlainLoader(yaml.SafeLoader):
-    """YAML without aliases: a run folder's files are plain data (an alias bomb would hang)."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("it holds a YAML alias; camexp's files never do")
-        return super().compose_node(parent, index)
-
-
-def literal(value):
-    """``value`` with every ``${...}`` escaped: a run folder's interpolations are shown as
-    written, never resolved (``${oc.env:...}`` would put the environment into a table)."""
-    if isinstance(value, dict):
-        return {k: literal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [literal(v) for v in value]
-    return value.replace("${", "\\${") if isinstance(value, str) else value
-
-
 def not_finite(metrics: dict) -> list:
     """Names of the metrics that are no finite number (NaN, inf, an int beyond float)."""
     bad = []
@@ -133,19 +107,6 @@ def not_finite(metrics: dict) -> list:
         if not finite:
             bad.append(name)
     return bad
-
-
-def _load_yaml(path: str):
-    if not os.path.isfile(path):
-        return None
-    try:
-        if os.path.getsize(path) > MAX_YAML_BYTES:
-            raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES // 2**20} MiB")
-        with open(path) as f:
-            return OmegaConf.create(literal(yaml.load(f, Loader=PlainLoader)))
-    except Exception as err:  # a half-written or hand-edited file: skip the run, say which
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SkippedRun(f"{path} is not readable YAML ({first[:120]})") from err
 
 
 def load_run(folder: str) -> Run:
@@ -163,11 +124,11 @@ def load_run(folder: str) -> Run:
                 f"{results_path} holds a JSON {type(results).__name__}, not camexp's object"
             )
     hydra_dir = os.path.join(folder, ".hydra")
-    overrides_yaml = _load_yaml(os.path.join(hydra_dir, "overrides.yaml"))
+    overrides_yaml = load_yaml(os.path.join(hydra_dir, "overrides.yaml"))
     override_lines = (
         list(overrides_yaml) if overrides_yaml is not None else results.get("overrides", [])
     )
-    hydra_yaml = _load_yaml(os.path.join(hydra_dir, "hydra.yaml"))
+    hydra_yaml = load_yaml(os.path.join(hydra_dir, "hydra.yaml"))
     choices = {}
     if hydra_yaml is not None:
         found = OmegaConf.select(hydra_yaml, "hydra.runtime.choices", default=None)
@@ -175,7 +136,7 @@ def load_run(folder: str) -> Run:
             choices = {
                 k: v for k, v in OmegaConf.to_container(found).items() if not k.startswith("hydra")
             }
-    config = _load_yaml(os.path.join(hydra_dir, "config.yaml"))
+    config = load_yaml(os.path.join(hydra_dir, "config.yaml"))
     if config is None and isinstance(results.get("config"), dict):
         config = OmegaConf.create(results["config"])
     task = results.get("task")

@@ -21,11 +21,9 @@ import torch
 
 from camexp.engine import EpochMeter, evaluate, evaluate_variants, train_one_epoch
 from camexp.errors import Diverged, Preempted
-from camexp.metrics.convergence import convergence_epochs
 from camexp.precision import precision_name, resume_precision
 from camexp.run import distributed, signals
 from camexp.run.checkpoint import (
-    load_checkpoint,
     own_rank_state,
     read_resume_state,
     rng_state,
@@ -277,54 +275,3 @@ class Trainer:
             return None
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
-
-    def summary_metrics(self) -> dict:
-        if not self.history or self.data.val is None:
-            return {}
-        return {"val/acc1_best": self.best_acc, "val/acc1_last": self.history[-1]["val/acc1"],
-                "best_epoch": self.best_epoch}  # fmt: skip
-
-    def test(self) -> dict:
-        """Test with the last weights, then with the best-on-val weights; CAM quality with the
-        last; the picture to cams.png. Returns the results (rank 0: with the test metrics)."""
-        metrics = self.summary_metrics()
-        selection = "val" if self.data.val is not None else "none"
-        if selection == "val":
-            metrics.update(convergence_epochs([row["val/acc1"] for row in self.history]))
-        if not is_main():  # rank 0 tests and reports; the other ranks hold the same weights
-            return {"epochs_completed": len(self.history), "metrics": metrics,
-                    "selection": selection}  # fmt: skip
-        metrics.update(evaluate(self.model, track(self.data.test, "test"), self.device,
-                                amp_dtype=self.amp_dtype, prefix="test"))  # fmt: skip
-        metrics.update(evaluate_variants(self.model, self.data.test, self.device, prefix="test",
-                                         amp_dtype=self.amp_dtype, ema_model=self.ema_model(),
-                                         tta=self.tta))  # fmt: skip
-        grid = self.log_pictures(self.epochs)
-        if grid is not None:
-            self.pictures.save(grid, os.path.join(self.run_dir, "cams.png"))
-        if self.cam_quality is not None:  # with the last weights, like test/acc1
-            metrics.update(self.cam_quality(self.model, self.data, self.device))
-        if selection == "val":  # the best-on-val weights; without a val split there are none
-            metrics.update(self.test_best())
-        metrics.pop("test/images_per_s", None)
-        metrics.pop("test_best/images_per_s", None)
-        train_speeds = [row["train/images_per_s"] for row in self.history]
-        # The first epoch includes warm-up (allocator, kernels); report the steady state.
-        steady = train_speeds[1:] or train_speeds
-        return {
-            "epochs_completed": len(self.history),
-            "selection": selection,  # "none": no validation split, hence no best.pt (#13)
-            "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-            "train_images_per_s": round(sum(steady) / len(steady), 1),
-            "precision": self.precision,
-            # folder datasets with on_corrupt=skip: the unreadable training images left out
-            "skipped_images": getattr(self.data.train, "skipped", []),
-        }
-
-    def test_best(self) -> dict:
-        last_state = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
-        unwrap(self.model).load_state_dict(load_checkpoint(self.checkpoint_path("best"))["model"])
-        best = evaluate(self.model, track(self.data.test, "test (best)"), self.device,
-                        amp_dtype=self.amp_dtype, prefix="test")  # fmt: skip
-        unwrap(self.model).load_state_dict(last_state)
-        return {k.replace("test/", "test_best/"): v for k, v in best.items()}

@@ -32,6 +32,7 @@ from camexp.run.distributed import unwrap
 from camexp.run.record import RunRecord
 from camexp.run.tracking import Progress, Tracker
 from camexp.training.data import Data, build_data
+from camexp.training.final_test import final_test
 from camexp.training.model import (
     build_cam_quality,
     build_loss,
@@ -190,7 +191,7 @@ def train(cfg: DictConfig, record: RunRecord, task: TaskParts | None = None) -> 
         known = task.before_training(trainer, parts.teacher) if task.before_training else {}
         trainer.resume()  # from the run folder's checkpoints/last.pt, when it has one
         trainer.fit()  # the remaining epochs: train, validate, checkpoint
-        results = trainer.test()  # last and best-on-val weights, CAM quality, cams.png
+        results = final_test(trainer)  # last and best-on-val weights, CAM quality, cams.png
         results["metrics"].update(known)
         trainer.report_hparams({**hparams(cfg, parts.arch["backbone"]), **task.hparams},
                                results["metrics"])  # fmt: skip
