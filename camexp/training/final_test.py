@@ -13,17 +13,10 @@ from camexp.run.tracking import track
 from camexp.training.trainer import Trainer
 
 
-def summary_metrics(trainer: Trainer) -> dict:
-    if not trainer.history or trainer.data.val is None:
-        return {}
-    return {"val/acc1_best": trainer.best_acc, "val/acc1_last": trainer.history[-1]["val/acc1"],
-            "best_epoch": trainer.best_epoch}  # fmt: skip
-
-
 def final_test(trainer: Trainer) -> dict:
     """Test with the last weights, then with the best-on-val weights; CAM quality with the
     last; the picture to cams.png. Returns the results (rank 0: with the test metrics)."""
-    metrics = summary_metrics(trainer)
+    metrics = trainer.summary_metrics()
     selection = "val" if trainer.data.val is not None else "none"
     if selection == "val":
         metrics.update(convergence_epochs([row["val/acc1"] for row in trainer.history]))

@@ -275,3 +275,9 @@ class Trainer:
             return None
         self.tracker.add_image("cams/image_cam_caam", grid, epoch)
         return grid
+
+    def summary_metrics(self) -> dict:
+        if not self.history or self.data.val is None:
+            return {}
+        return {"val/acc1_best": self.best_acc, "val/acc1_last": self.history[-1]["val/acc1"],
+                "best_epoch": self.best_epoch}  # fmt: skip
