@@ -24,6 +24,7 @@ import sys
 import camexp.metrics.quality
 import camexp.run.checkpoint
 import camexp.run.record
+import camexp.training.final_test
 import camexp.training.trainer
 import camexp.training.wiring
 from camexp.main import main
@@ -94,9 +95,10 @@ if "@" in point:
     elif phase == "start":
         wiring = camexp.training.wiring  # build_parts calls its build_data
         wiring.build_data = signal_inside(wiring.build_data, signum)
-    elif phase in ("val", "test"):
-        trainer.evaluate = signal_inside(
-            trainer.evaluate, signum, lambda *a, prefix="val", **k: prefix == phase
+    elif phase in ("val", "test"):  # validation in the trainer, the final test in final_test
+        module = trainer if phase == "val" else camexp.training.final_test
+        module.evaluate = signal_inside(
+            module.evaluate, signum, lambda *a, prefix="val", **k: prefix == phase
         )
     elif phase == "cams":
         quality = camexp.metrics.quality.CamQuality
