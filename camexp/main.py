@@ -176,7 +176,11 @@ def run_task(cfg: DictConfig) -> dict | None:
         signals.hold()  # the run is ending: a signal must not cut its final status short
         err = user_error_of(raised)
         if record is None:  # the folder was never ours (an error wrapped by Hydra on the way)
-            return refuse_start(err or raised, run_dir, output_dir, multirun, full_error)
+            if isinstance(err, UserError):
+                return refuse_start(err, run_dir, output_dir, multirun, full_error)
+            if err is None:  # a bug stays a bug
+                raise
+            raise err from raised  # a stop before the folder was ours reaches main() as one
         if isinstance(err, Preempted):
             stop(record, err, multirun)
         if err is None:

@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from camexp.run.tracking import write_json_atomic
+
 
 def cache_path(cache: str, identity: dict) -> str:
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -27,11 +29,8 @@ def load_cached(cache: str | None, identity: dict) -> dict | None:
 
 
 def save_cached(cache: str | None, identity: dict, run: dict) -> None:
-    """Written whole or not at all (a temporary file renamed), so a kill leaves no half seed."""
+    """Written whole or not at all (camexp's atomic write), so a kill leaves no half seed."""
     if not cache:
         return
     os.makedirs(cache, exist_ok=True)
-    path = cache_path(cache, identity)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"identity": identity, "run": run}, f)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(cache_path(cache, identity), {"identity": identity, "run": run})
