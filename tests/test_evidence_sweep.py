@@ -8,10 +8,12 @@ present trains nothing and rebuilds the same tables.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import yaml
 
@@ -105,3 +107,111 @@ def test_a_kept_run_with_other_overrides_is_refused_by_name(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert str(folder) in result.stderr and "other overrides" in result.stderr, result.stderr
+
+
+def _chained_spec(tmp_path, ref="evidence:src/seed-{seed}/checkpoints/last.pt"):
+    """Table ``dst`` evaluates the weights that table ``src`` trained and kept."""
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["tables"] = [
+        {"name": "src", "title": "Source", "fixed": [], "sweep": {"seed": [0]},
+         "keep": ["checkpoints/last.pt"], "report": ["--metrics", "test/acc1"]},
+        {"name": "dst", "title": "Reader", "fixed": [],
+         "sweep": {"seed": [0], "use": {"eval": ["task=eval", f"ckpt={ref}"]}},
+         "report": ["--metrics", "test/acc1"]},
+    ]  # fmt: skip
+    path = tmp_path / "chained.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_table_reads_a_kept_checkpoint_of_another_and_counts_on_another_clone(tmp_path):
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    env = dict(os.environ, CAMEXP_DATA_DIR=str(tmp_path / "data"))
+
+    def driver(spec, out, *extra):
+        cmd = [sys.executable, DRIVER, "--spec", str(spec), "--out", str(out), "--scratch",
+               str(scratch), "--jobs", "2", "--threads", "1", *extra]  # fmt: skip
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+    spec = _chained_spec(tmp_path)
+    # Asking for the reader alone plans its source too, and runs the source first.
+    first = driver(spec, out, "--tables", "dst")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "0 of 2 runs finished, 2 to train" in first.stdout, first.stdout
+    started = [line for line in first.stdout.splitlines() if "started" in line]
+    assert started == ["evidence: started src/seed-0", "evidence: started dst/seed-0_use-eval"]
+    kept_ckpt = out / "src" / "seed-0" / "checkpoints" / "last.pt"
+    assert kept_ckpt.is_file(), "the source's checkpoint was not kept for the reader"
+    reader = out / "dst" / "seed-0_use-eval"
+    saved = yaml.safe_load((reader / ".hydra" / "overrides.yaml").read_text())
+    assert f"ckpt={kept_ckpt}" in saved, saved
+    assert json.loads((reader / "results.json").read_text())["status"] == "completed"
+    # A sweep of one table rebuilds every table, not only its own.
+    only_src = driver(spec, out, "--tables", "src", "--report-only")
+    assert only_src.returncode == 0, only_src.stderr
+    tables = (out / "tables.md").read_text()
+    assert "## Source" in tables and "## Reader" in tables, tables
+    # The kept folder, copied to another clone's path, is finished there: nothing to train.
+    moved = tmp_path / "elsewhere" / "evidence"
+    shutil.copytree(out, moved)
+    again = driver(spec, moved)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 of 2 runs finished, 0 to train" in again.stdout, again.stdout
+    # A reader whose kept run named another file is stale, by name.
+    other = driver(_chained_spec(tmp_path, "evidence:src/seed-{seed}/checkpoints/best.pt"), moved)
+    assert other.returncode != 0 and "other overrides" in other.stderr, other.stderr
+
+
+def test_a_reader_whose_source_did_not_complete_fails_by_name_and_a_bad_reference_is_refused(
+    tmp_path,
+):
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    env = dict(os.environ, CAMEXP_DATA_DIR=str(tmp_path / "data"))
+    spec = yaml.safe_load(_chained_spec(tmp_path).read_text())
+    spec["tables"][0]["fixed"] = ["dataset.val_size=-5"]  # the source fails on bad input
+    bad_source = tmp_path / "bad_source.yaml"
+    bad_source.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, DRIVER, "--spec", str(bad_source), "--out", str(out), "--scratch",
+           str(scratch), "--jobs", "1"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED src/seed-0" in result.stderr, result.stderr
+    assert "dst/seed-0_use-eval (needs src/seed-0/checkpoints/last.pt, not kept)" in result.stderr
+    assert "started dst" not in result.stdout
+    assert not (out / "dst").exists()
+
+    spec["tables"][1]["sweep"]["use"]["eval"][1] = "ckpt=evidence:../../etc/passwd"
+    bad_ref = tmp_path / "bad_ref.yaml"
+    bad_ref.write_text(yaml.safe_dump(spec))
+    cmd[cmd.index(str(bad_source))] = str(bad_ref)
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not evidence:<table>/<run>/<file>" in result.stderr
+
+
+def test_epochs_to_reach_the_baselines_final_value_hand_worked(tmp_path):
+    """CE finals 90 and 92: the target is their mean, 91. A run's first epoch at or above 91
+    counts; a run that never gets there is 'not reaching', never a large number."""
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        from evidence_tables import reach_markdown
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    curves = {
+        "seed-0_method-ce": [88.0, 90.0],
+        "seed-1_method-ce": [89.0, 92.0],  # reaches 91 at epoch 2
+        "seed-0_method-kd": [85.0, 91.5, 93.0],  # epoch 2
+        "seed-1_method-kd": [91.0, 95.0, 96.0],  # epoch 1 (91 >= 91)
+        "seed-2_method-kd": [80.0, 90.0, 90.9],  # never
+    }
+    done = []
+    for name, values in curves.items():
+        (tmp_path / name).mkdir()
+        rows = ["epoch,val/acc1,lr"] + [f"{e},{v},0.1" for e, v in enumerate(values, start=1)]
+        (tmp_path / name / "metrics.csv").write_text("\n".join(rows) + "\n")
+        done.append(types.SimpleNamespace(name=name))
+    table = {"reach": {"metric": "val/acc1", "baseline": "method-ce"}}
+    lines = reach_markdown(table, done, str(tmp_path))
+    assert lines[0].startswith("Epochs to reach 91.00 % val/acc1"), lines
+    assert "| method-ce | 2.0 | 2-2 | 1 of 2 |" in lines, lines
+    assert "| method-kd | 1.5 | 1-2 | 2 of 3 |" in lines, lines

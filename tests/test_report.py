@@ -227,7 +227,7 @@ def test_plot_writes_png(sweep, tmp_path, capsys):
     "setup, args, message",
     [
         ("empty", [], "no runs under"),
-        ("mixed", [], "runs of different tasks are mixed: classify (1 runs), kd (1 runs)"),
+        ("mixed", [], "runs of different tasks are mixed: classify (1 runs), fewshot (1 runs)"),
         ("sweep", ["--metrics", "test/acc9"], "no completed run has the metric(s) test/acc9"),
         ("sweep", ["--rows", "nonsense.key"], "no run has a value for 'nonsense.key'"),
         ("sweep", ["--cols", "backbone", "--baseline", "vit"], "--baseline 'vit' is not a value"),
@@ -243,7 +243,7 @@ def test_bad_input_is_one_line(tmp_path, sweep, capsys, monkeypatch, setup, args
         folder.mkdir()
     elif setup == "mixed":
         write_run(folder, "a", ["seed=0"], {"test/acc1": 1.0})
-        write_run(folder, "b", ["seed=0"], {"test/acc1": 1.0}, task="kd")
+        write_run(folder, "b", ["seed=0"], {"test/acc1": 1.0}, task="fewshot")
     elif setup == "failed":
         write_run(folder, "a", ["seed=0"], {}, status="failed", error="UserError: x")
     monkeypatch.setitem(sys.modules, "camexp.report.cams", None)  # as if not installed
@@ -398,3 +398,32 @@ def test_python_dash_m_camexp_report_is_the_same_command(tmp_path):
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("camexp-report: error:"), result.stderr
+
+
+def test_transfer_runs_group_by_their_sources_pretraining(tmp_path, capsys):
+    """Each transfer run names its own source checkpoint (init.checkpoint differs per run); the
+    source's loss is read from results.json's ``source`` summary, so CE- and CAM-loss-pretrained
+    sources form the two columns, paired by seed."""
+    root = tmp_path / "transfer"
+    acc = {"ce": [90.0, 91.0, 92.0], "ce+cam": [91.0, 93.0, 92.0]}
+    for loss, values in acc.items():
+        for seed, a in enumerate(values):
+            run = write_run(
+                root, f"{loss}-{seed}",
+                ["task=transfer", f"init.checkpoint=/src/{loss}-{seed}/last.pt", f"seed={seed}"],
+                {"test/acc1": a}, task="transfer", seed=seed,
+            )  # fmt: skip
+            results = json.loads((run / "results.json").read_text())
+            results["source"] = {"loss": loss, "seed": seed, "loss_weights": {"ce": 1.0}}
+            (run / "results.json").write_text(json.dumps(results))
+    code, out, _ = run_report(capsys, root, "--cols", "source.loss", "--baseline", "ce",
+                              "--ignore", "init.checkpoint", "--metrics", "test/acc1")  # fmt: skip
+    assert code == 0, out
+    rows = markdown_rows(out)
+    assert rows[0] == ["metric", "source.loss=ce", "source.loss=ce+cam", "Δ (ce+cam - ce)"], rows
+    # differences by seed (1, 2, 0): mean 1, s_d 1, t_{0.975, 2} = 4.3027: 1 ± 2.484
+    assert rows[1][1:3] == ["91.00 ± 1.00 (3)", "92.00 ± 1.00 (3)"], rows
+    assert rows[1][3].startswith("+1.00 [-1.48, +3.48] paired t"), rows
+    # without the ignore, every run names its own checkpoint: no group pools two runs
+    code, out, _ = run_report(capsys, root, "--cols", "source.loss", "--metrics", "test/acc1")
+    assert code == 0 and "(1)" in out and "(3)" not in out, out

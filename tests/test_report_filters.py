@@ -120,3 +120,22 @@ def test_cams_compare_title_names_each_runs_weights_and_epoch(tmp_path):
     assert lines == ["A = runA: loss.cam.weight=0; last weights, epoch 3",
                      "B = runB: loss.cam.weight=1; last weights, epoch 3"]  # fmt: skip
     assert json.dumps(lines)  # plain text
+
+
+def test_a_kd_table_holds_its_student_alone_row_but_eval_never_pools_with_it(tmp_path, capsys):
+    """classify and kd runs write the same training metrics: the KD table's CE row is a classify
+    run, and the task is a row key. An eval run beside them is still refused."""
+    for seed in (0, 1):
+        write_run(tmp_path, f"ce{seed}", ["task=classify", "loss=[ce]", f"seed={seed}"],
+                  {"test/acc1": 90.0 + seed}, seed=seed)  # fmt: skip
+        write_run(tmp_path, f"kd{seed}", ["task=kd", "loss=[ce,kd]", f"seed={seed}"],
+                  {"test/acc1": 92.0 + seed}, task="kd", seed=seed)  # fmt: skip
+    code, out, err = run_report(capsys, tmp_path, "--rows", "loss", "--metrics", "test/acc1")
+    assert code == 0, err
+    rows = markdown_rows(out)
+    assert rows[0] == ["loss", "task", "test/acc1", "seeds"], rows
+    assert rows[1:] == [["[ce,kd]", "kd", "92.50 ± 0.71", "2"],
+                        ["[ce]", "classify", "90.50 ± 0.71", "2"]]  # fmt: skip
+    write_run(tmp_path, "e", ["ckpt=x.pt"], {"test/acc1": 70.0}, task="eval")
+    code, _, err = run_report(capsys, tmp_path, "--metrics", "test/acc1")
+    assert code == 2 and "--task NAME" in err, err

@@ -3,7 +3,9 @@
 A run folder is any folder holding ``results.json`` or Hydra's ``.hydra/`` (a job killed before
 it wrote results.json is still listed, as ``incomplete``). A run's value for a key is, in order:
 its override (``.hydra/overrides.yaml``), its config-group choice (``.hydra/hydra.yaml``, for keys
-such as ``backbone``), or the value in its resolved config (``.hydra/config.yaml``).
+such as ``backbone``), or the value in its resolved config (``.hydra/config.yaml``). A transfer
+run's ``source.*`` keys (``source.loss``, ``source.seed``, ...) are what its results.json records
+about the source checkpoint: group by them to compare pretraining (``--cols source.loss``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ MISSING = "-"
 # results.json's resolved precision (amp=auto differs by machine): runs of different precision
 # are never pooled, since it is a grouping key whenever it varies.
 PRECISION = "precision"
+# Tasks that train a classifier and write the same metrics (test/acc1, test_best/acc1, the val
+# curve): one table may hold them (a KD table's student-alone row is a classify run).
+TRAINING_TASKS = {"classify", "kd", "transfer"}
+SOURCE = "source."  # a transfer run's source summary (camexp/models/provenance.py)
 
 
 @dataclass
@@ -41,10 +47,15 @@ class Run:
     error: str | None = None
     epochs_completed: int | None = None
     precision: str | None = None  # bf16 | fp32 (results.json); None: an older run
+    source: dict = field(default_factory=dict)  # task=transfer: results.json's source summary
 
     def value(self, key: str) -> str:
         if key == PRECISION:
             return str(self.precision or MISSING)
+        if key.startswith(SOURCE):
+            found = self.source.get(key[len(SOURCE) :])
+            plain = found is not None and not isinstance(found, dict | list)
+            return normalise(str(found)) if plain else MISSING
         if key in self.overrides:
             return self.overrides[key]
         if key in self.choices:
@@ -158,6 +169,7 @@ def load_run(folder: str) -> Run:
         error=results.get("error"),
         epochs_completed=results.get("epochs_completed"),
         precision=results.get("precision") or stated_precision(overrides, config),
+        source=results["source"] if isinstance(results.get("source"), dict) else {},
     )
 
 
@@ -199,7 +211,7 @@ def find_runs(paths: list, task: str | None = None, where: tuple = ()) -> list:
     tasks = {}
     for run in runs:
         tasks[run.task] = tasks.get(run.task, 0) + 1
-    if len(tasks) > 1:
+    if len(tasks) > 1 and not set(tasks) <= TRAINING_TASKS:
         found = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items(), key=str))
         raise UserError(
             f"runs of different tasks are mixed: {found}; report one task at a time (--task NAME)"

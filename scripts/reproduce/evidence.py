@@ -8,9 +8,12 @@ Every run goes through the real entry point (``camexp OVERRIDES hydra.run.dir=SC
 process per run, ``--jobs`` at a time with ``--threads`` OpenMP threads each. A run's life:
 
 - **finished**: ``OUT/<table>/<run>/`` holds its results.json (status completed or diverged),
-  metrics.csv, .hydra/overrides.yaml and machine.json. These small files are committed; the run is
-  never trained again. They are written into a temporary folder and renamed into place, so a kill
-  at any moment leaves either the whole run or none of it.
+  metrics.csv, .hydra/overrides.yaml and machine.json, plus the files its table lists under
+  ``keep`` (a checkpoint another table reads). These files are committed; the run is never
+  trained again. A run that reads another's kept file (``evidence:`` values, evidence_plan.py)
+  starts once that file is kept; ``--tables`` plans the runs it reads too. Kept files are
+  written into a temporary folder and renamed into place, so a kill at any moment leaves either
+  the whole run or none of it.
 - **cut off**: its scratch folder (``SCRATCH/<table>/<run>/``, not committed) holds
   checkpoints/last.pt: ``camexp resume=SCRATCH/...`` continues it exactly.
 - **anything else** (never started, or killed before its first checkpoint): its scratch folder is
@@ -25,7 +28,6 @@ CPU, precision and CPU-hours.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -33,67 +35,23 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import yaml
+from evidence_plan import (
+    FINISHED,
+    KEPT_FILES,
+    Run,
+    finished,
+    kept_file,
+    plan,
+    ready,
+    status_of,
+)
+from evidence_tables import write_tables
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-FINISHED = ("completed", "diverged")  # a NaN is a result too: listed apart, never averaged
-KEPT_FILES = ("results.json", "metrics.csv", os.path.join(".hydra", "overrides.yaml"))
 EXIT_STOPPED = 75
-
-
-@dataclass
-class Run:
-    table: str
-    name: str  # folder name: the swept values, e.g. seed-0_regularizer-none_loss.cam.weight-0
-    overrides: list  # everything camexp gets, except hydra.run.dir
-
-
-def plan(spec: dict, only: list | None = None) -> list:
-    """evidence.yaml -> [Run]: per table, the cartesian product of its sweep, first key slowest."""
-    runs = []
-    common = [str(o) for o in spec.get("common", [])]
-    for table in spec["tables"]:
-        if only and table["name"] not in only:
-            continue
-        keys = list(table["sweep"])
-        for values in itertools.product(*(table["sweep"][k] for k in keys)):
-            swept = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
-            name = "_".join(f"{k}-{v}" for k, v in zip(keys, values, strict=True))
-            runs.append(Run(table["name"], name, [*table.get("fixed", []), *swept, *common]))
-    return runs
-
-
-def saved_overrides(folder: str) -> list | None:
-    path = os.path.join(folder, ".hydra", "overrides.yaml")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return [str(o) for o in (yaml.safe_load(f) or [])]
-
-
-def finished(run: Run, out: str) -> bool:
-    """True when OUT holds this run, whole; a kept run with other overrides stops the sweep."""
-    folder = os.path.join(out, run.table, run.name)
-    if not os.path.isdir(folder):
-        return False
-    kept = saved_overrides(folder)
-    if kept is not None and sorted(kept) != sorted(run.overrides):
-        sys.exit(
-            f"evidence: {folder} was trained with other overrides than evidence.yaml now asks "
-            f"for; delete that folder to train it again (kept: {' '.join(kept)})"
-        )
-    return kept is not None and status_of(folder) in FINISHED
-
-
-def status_of(folder: str) -> str | None:
-    try:
-        with open(os.path.join(folder, "results.json")) as f:
-            return json.load(f).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def command(run: Run, scratch: str, camexp: list) -> list:
@@ -113,7 +71,7 @@ def keep(run: Run, scratch: str, out: str, machine: dict) -> None:
     partial = os.path.join(out, ".partial", f"{run.table}__{run.name}")  # outside every table
     if os.path.lexists(partial):
         shutil.rmtree(partial)
-    for name in KEPT_FILES:
+    for name in (*KEPT_FILES, *run.keep):
         if os.path.isfile(os.path.join(source, name)):
             os.makedirs(os.path.dirname(os.path.join(partial, name)), exist_ok=True)
             shutil.copyfile(os.path.join(source, name), os.path.join(partial, name))
@@ -188,12 +146,26 @@ class Sweep:
             self.failed.append(f"{run.table}/{run.name} (exit {rc}, see {log.name})")
             print(f"evidence: FAILED {self.failed[-1]}", file=sys.stderr, flush=True)
 
+    def blocked(self) -> None:
+        """Nothing runs and no pending run can start: what they read never completed."""
+        for run in self.pending:
+            missing = [t for t in run.refs.values() if not kept_file(self.out, t)]
+            self.failed.append(f"{run.table}/{run.name} (needs {', '.join(missing)}, not kept)")
+            print(f"evidence: FAILED {self.failed[-1]}", file=sys.stderr, flush=True)
+        self.pending = []
+
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self.stop)
         while self.running or (self.pending and not self.stopping):
-            while self.pending and not self.stopping and len(self.running) < self.jobs:
-                self.start(self.pending.pop(0))
+            while not self.stopping and len(self.running) < self.jobs:
+                run = next((r for r in self.pending if ready(r, self.out)), None)
+                if run is None:
+                    break
+                self.pending.remove(run)
+                self.start(run)
+            if self.pending and not self.running and not self.stopping:
+                self.blocked()
             for proc in list(self.running):
                 if proc.poll() is not None:
                     self.reap(proc)
@@ -204,59 +176,6 @@ class Sweep:
             print("evidence: failed runs:\n  " + "\n  ".join(self.failed), file=sys.stderr)
             return 1
         return 0
-
-
-def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
-    """One table: camexp-report over the kept runs, and where and at what cost they ran."""
-    folder = os.path.join(out, table["name"])
-    done = [r for r in runs if r.table == table["name"] and finished(r, out)]
-    lines = [f"## {table['title']}", "", " ".join(table.get("about", "").split()), ""]
-    planned = sum(r.table == table["name"] for r in runs)
-    if not done:
-        return "\n".join([*lines, f"No finished runs yet (0 of {planned} planned).", ""])
-    machines = []
-    for r in done:
-        with open(os.path.join(folder, r.name, "machine.json")) as f:
-            machines.append(json.load(f))
-    state = "complete" if len(done) == planned else "IN PROGRESS: not yet a result"
-    cpus = sorted({m["cpu"] for m in machines})
-    hours = sum(m["cpu_hours"] for m in machines)
-    result = subprocess.run(
-        [*report, *(os.path.join(folder, r.name) for r in done), *table.get("report", [])],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    body = result.stdout.strip() if result.returncode == 0 else f"camexp-report: {result.stderr}"
-    lines += [
-        f"Runs: {len(done)} of {planned} finished ({state}). CPU: {'; '.join(cpus)}; "
-        f"{machines[0]['threads']} thread(s) per run. "
-        f"CPU-hours: {hours:.2f}.",
-        "",
-        body,
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_tables(spec: dict, runs: list, out: str, report: list, only) -> str:
-    tables = [t for t in spec["tables"] if not only or t["name"] in only]
-    text = "\n".join(
-        [
-            "# Evidence tables",
-            "",
-            "Written by `scripts/reproduce/evidence.sh` from the finished runs in this folder "
-            "(each: results.json, metrics.csv, .hydra/overrides.yaml, machine.json). Deltas are "
-            "CAM-loss minus CE, paired over seeds, with 95 % confidence intervals; a delta whose "
-            "interval holds 0 is not resolved.",
-            "",
-            *(table_markdown(t, runs, out, report) for t in tables),
-        ]
-    )
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "tables.md")
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def main(argv=None) -> int:
@@ -279,14 +198,18 @@ def main(argv=None) -> int:
         print(f"evidence: unknown table(s) {', '.join(unknown)}; known: {', '.join(known)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    runs = plan(spec, args.tables)
+    try:
+        runs = plan(spec, args.tables, args.out)
+    except ValueError as err:
+        print(f"evidence: {err}", file=sys.stderr)
+        return 2
     todo = [r for r in runs if not finished(r, args.out)]
     print(f"evidence: {len(runs) - len(todo)} of {len(runs)} runs finished, {len(todo)} to train",
           flush=True)  # fmt: skip
     rc = 0
     if todo and not args.report_only:
         rc = Sweep(todo, args.out, args.scratch, args.camexp.split(), args.jobs, args.threads).run()
-    path = write_tables(spec, runs, args.out, args.report.split(), args.tables)
+    path = write_tables(spec, plan(spec, None, args.out), args.out, args.report.split())
     print(f"evidence: tables in {path}", flush=True)
     return rc
 
