@@ -52,9 +52,13 @@ def read_rgb(path: str) -> Image.Image:
         ) from None
 
 
-def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: float = 0.875):
+def folder_transform(
+    train: bool, image_size: int, mean, std, resize_ratio: float = 0.875, erasing=None
+):
     """RandomResizedCrop + flip for training; resize to image_size / 0.875 + centre crop for eval
-    (the 0.875 crop ratio is the ImageNet convention, e.g. 224 / 256)."""
+    (the 0.875 crop ratio is the ImageNet convention, e.g. 224 / 256). ``erasing`` (an Erasing):
+    torchvision's RandomErasing after normalisation, filling 0 (``const``) or per-pixel normal
+    noise (``pixel``); ``rand`` (one colour per box) exists on the in-memory path only."""
     normalize = transforms.Normalize(mean, std)
     if train:
         steps = [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip()]
@@ -63,7 +67,19 @@ def folder_transform(train: bool, image_size: int, mean, std, resize_ratio: floa
             transforms.Resize(int(round(image_size / resize_ratio))),
             transforms.CenterCrop(image_size),
         ]
-    return transforms.Compose([*steps, transforms.ToTensor(), normalize])
+    after = []
+    if train and erasing is not None:
+        if erasing.mode == "rand":
+            raise UserError(
+                "erasing.mode=rand is implemented for in-memory datasets only; use const or pixel"
+            )
+        after = [
+            transforms.RandomErasing(
+                p=erasing.prob, scale=erasing.scale, ratio=(erasing.ratio, 1 / erasing.ratio),
+                value="random" if erasing.mode == "pixel" else 0,
+            )
+        ]  # fmt: skip
+    return transforms.Compose([*steps, transforms.ToTensor(), normalize, *after])
 
 
 def box_transform(image_size: int, mean, std):

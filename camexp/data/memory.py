@@ -8,10 +8,12 @@ from one ``torch.Generator`` per loader, whose state is saved in checkpoints.
 gets one random flip bit, drawn once from the seed; even epochs (the first is 0) show the images
 as that bit says, odd epochs the other way round. Every image is seen both ways within any two
 consecutive epochs, where independent random flips repeat an orientation a quarter of the time.
+``erasing`` (camexp/data/erasing.py) erases one random box per normalised training image.
 """
 
 import torch
 
+from camexp.data.erasing import Erasing, random_erase
 from camexp.errors import UserError
 
 FLIP_MODES = (False, True, "alternate")
@@ -36,6 +38,7 @@ class InMemoryLoader:
         seed: int = 0,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        erasing: Erasing | None = None,
     ):
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8 (N, C, H, W)
@@ -49,6 +52,7 @@ class InMemoryLoader:
             )
         self.hflip = hflip if train else False
         self.drop_last = drop_last
+        self.erasing = erasing if train else None  # after normalisation, as timm
         self.channels_last = channels_last
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255.0
@@ -121,6 +125,8 @@ class InMemoryLoader:
             elif self.hflip:
                 images = random_hflip(images, self.aug_generator)
             images = (images - self.mean) / self.std
+            if self.erasing is not None:
+                images = random_erase(images, self.erasing, self.aug_generator)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

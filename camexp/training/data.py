@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from camexp.data.boxes import folder_test_boxes
+from camexp.data.erasing import erasing_of
 from camexp.data.folder import box_transform, folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
 from camexp.data.sources import ArraySplit, split_train_val
@@ -66,7 +67,8 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
     train = InMemoryLoader(
         full.images[train_idx], full.labels[train_idx], local_batch(int(cfg.batch_size)),
         train=True, crop_padding=int(d.crop_padding), hflip=d.hflip, drop_last=True,
-        seed=int(cfg.seed), shard=(rank(), world_size()), **common,
+        seed=int(cfg.seed), shard=(rank(), world_size()), erasing=erasing_of(cfg.get("erasing")),
+        **common,
     )  # fmt: skip
     if len(train) == 0:
         raise UserError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images")
@@ -96,7 +98,9 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     test_set = load_source(d, "test")
     if list(train_set.classes) != list(test_set.classes):
         raise UserError(f"the train and test splits of {d.name} have different classes")
-    train_set.transform = folder_transform(True, size, mean, std)
+    train_set.transform = folder_transform(
+        True, size, mean, std, erasing=erasing_of(cfg.get("erasing"))
+    )
     test_set.transform = folder_transform(False, size, mean, std)
     val_set = None
     if int(d.val_size):
