@@ -109,12 +109,13 @@ def test_a_kept_run_with_other_overrides_is_refused_by_name(tmp_path):
     assert str(folder) in result.stderr and "other overrides" in result.stderr, result.stderr
 
 
-def _chained_spec(tmp_path, ref="evidence:src/seed-{seed}/checkpoints/last.pt"):
+def _chained_spec(tmp_path, ref="evidence:src/seed-{seed}/checkpoints/last.pt",
+                  keep=("checkpoints/last.pt",)):  # fmt: skip
     """Table ``dst`` evaluates the weights that table ``src`` trained and kept."""
     spec = yaml.safe_load(_spec(tmp_path).read_text())
     spec["tables"] = [
         {"name": "src", "title": "Source", "fixed": [], "sweep": {"seed": [0]},
-         "keep": ["checkpoints/last.pt"], "report": ["--metrics", "test/acc1"]},
+         "keep": list(keep), "report": ["--metrics", "test/acc1"]},
         {"name": "dst", "title": "Reader", "fixed": [],
          "sweep": {"seed": [0], "use": {"eval": ["task=eval", f"ckpt={ref}"]}},
          "report": ["--metrics", "test/acc1"]},
@@ -158,7 +159,10 @@ def test_a_table_reads_a_kept_checkpoint_of_another_and_counts_on_another_clone(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 of 2 runs finished, 0 to train" in again.stdout, again.stdout
     # A reader whose kept run named another file is stale, by name.
-    other = driver(_chained_spec(tmp_path, "evidence:src/seed-{seed}/checkpoints/best.pt"), moved)
+    # (the source keeps both files: only the reader's reference differs)
+    both = ("checkpoints/last.pt", "checkpoints/best.pt")
+    other = driver(_chained_spec(tmp_path, "evidence:src/seed-{seed}/checkpoints/best.pt", both),
+                   moved)  # fmt: skip
     assert other.returncode != 0 and "other overrides" in other.stderr, other.stderr
 
 
@@ -180,13 +184,19 @@ def test_a_reader_whose_source_did_not_complete_fails_by_name_and_a_bad_referenc
     assert "started dst" not in result.stdout
     assert not (out / "dst").exists()
 
-    spec["tables"][1]["sweep"]["use"]["eval"][1] = "ckpt=evidence:../../etc/passwd"
-    bad_ref = tmp_path / "bad_ref.yaml"
-    bad_ref.write_text(yaml.safe_dump(spec))
-    cmd[cmd.index(str(bad_source))] = str(bad_ref)
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "is not evidence:<table>/<run>/<file>" in result.stderr
+    for ref, message in [
+        ("../../etc/passwd", "is not evidence:<table>/<run>/<file>"),
+        ("srcc/seed-0/checkpoints/last.pt", "no table plans a run srcc/seed-0"),
+        ("src/seed-0/checkpoints/best.pt", "table src does not keep checkpoints/best.pt"),
+    ]:
+        spec["tables"][1]["sweep"]["use"]["eval"][1] = f"ckpt=evidence:{ref}"
+        bad_ref = tmp_path / "bad_ref.yaml"
+        bad_ref.write_text(yaml.safe_dump(spec))
+        cmd[3] = str(bad_ref)
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr, result.stderr
+        assert "started" not in result.stdout
 
 
 def test_epochs_to_reach_the_baselines_final_value_hand_worked(tmp_path):

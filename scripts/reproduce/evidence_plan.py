@@ -83,6 +83,7 @@ def plan(spec: dict, only: list | None = None, out: str = ".") -> list:
             if name in table.get("cams", ()):  # the figure reads these runs' weights
                 keep = (*keep, LAST_CKPT)
             runs.append(Run(table["name"], name, overrides, refs, tuple(dict.fromkeys(keep))))
+    check_refs(runs)
     if not only:
         return runs
     wanted = {(r.table, r.name) for r in runs if r.table in only}
@@ -90,6 +91,21 @@ def plan(spec: dict, only: list | None = None, out: str = ".") -> list:
         if (r.table, r.name) in wanted:
             wanted |= set(r.needs)
     return [r for r in runs if (r.table, r.name) in wanted]
+
+
+def check_refs(runs: list) -> None:
+    """Every ``evidence:`` file is one that a planned run keeps: a typo stops the plan, not the
+    sweep hours later."""
+    kept = {(r.table, r.name): set(r.keep) for r in runs}
+    for run in runs:
+        for key, tail in run.refs.items():
+            table, name, file = tail.split("/", 2)
+            if (table, name) not in kept:
+                raise ValueError(f"{run.table}/{run.name}: {key} reads {tail}, but no table "
+                                 f"plans a run {table}/{name}")  # fmt: skip
+            if file not in kept[(table, name)]:
+                raise ValueError(f"{run.table}/{run.name}: {key} reads {tail}, but table {table} "
+                                 f"does not keep {file} (add it to its keep list)")  # fmt: skip
 
 
 def saved_overrides(folder: str) -> list | None:
