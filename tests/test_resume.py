@@ -228,3 +228,37 @@ def test_a_completed_run_resumes_as_done_and_extends_with_more_epochs(reference,
         assert "- epochs=4" in f.read()  # the report and the next resume see 4 epochs
     shorter = camexp([f"resume={run}", "epochs=2"])
     assert shorter.returncode == 2 and "cannot shorten" in shorter.stderr
+
+
+def test_a_run_from_before_the_erasing_block_resumes_and_a_changed_block_is_refused(
+    reference, tmp_path
+):
+    """A run cut off under the code before ``erasing`` existed (its .hydra/config.yaml and
+    checkpoint config lack the block) resumes to the uninterrupted result: the block's default
+    (prob 0) is what that code did. Any other value of it is a changed setting."""
+    import yaml
+
+    from camexp.run.checkpoint import config_difference
+
+    data, reference_run = reference
+    run = str(tmp_path / "run")
+    assert camexp([*SMALL, f"dataset.root={data}", f"hydra.run.dir={run}"],
+                  driver="step:4").returncode == -9  # fmt: skip
+    config_path = os.path.join(run, ".hydra", "config.yaml")
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    del config["erasing"]
+    with open(config_path, "w") as f:
+        yaml.safe_dump(config, f)
+    last = os.path.join(run, "checkpoints", "last.pt")
+    state = load_checkpoint(last)
+    del state["config"]["erasing"]
+    save_checkpoint(last, state)
+    camexp([f"resume={run}"], check=True)
+    assert metrics_rows(run) == metrics_rows(reference_run)
+    assert results(run)["metrics"] == results(reference_run)["metrics"]
+
+    on = {"erasing": {"prob": 0.5, "mode": "const"}, "seed": 0}
+    assert config_difference({"seed": 0}, on) == ["erasing"]
+    assert config_difference({"seed": 0}, {**on, "erasing": {"prob": 0.0}}) == []
+    assert config_difference({"seed": 0}, {"seed": 0, "cutout": {"prob": 0.0}}) == ["cutout"]

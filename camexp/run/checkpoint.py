@@ -30,6 +30,10 @@ FORMAT = "camexp-checkpoint-v1"
 # amp= is stated, then warns that the run mixes precisions (camexp/precision.py), and ``epochs``:
 # a resume may extend a run (never shorten it; the schedule is recomputed, camexp/run/extend.py).
 VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "amp", "epochs")
+# Config blocks added after runs were trained without them, with the values that mean "as
+# before the block existed": a run whose saved config lacks the block resumes when this
+# checkout's block has those values, and is refused otherwise, as any changed setting.
+ADDED_KEYS = {"erasing": {"prob": 0.0}}
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -90,11 +94,23 @@ def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]
         if neutral(f"{prefix}{key}", VOLATILE_KEYS):
             continue
         a, b = saved.get(key), current.get(key)
+        if key not in saved and as_before(f"{prefix}{key}", b):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_difference(a, b, f"{prefix}{key}.")
         elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
             out.append(f"{prefix}{key}")
     return out
+
+
+def as_before(dotted: str, value) -> bool:
+    """``value`` of an ADDED_KEYS block is the behaviour of the code before the block."""
+    before = ADDED_KEYS.get(dotted)
+    return (
+        before is not None
+        and isinstance(value, dict)
+        and all(value.get(k) == v for k, v in before.items())
+    )
 
 
 def file_sha256(path: str) -> str:
