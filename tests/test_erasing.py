@@ -138,6 +138,31 @@ def test_bad_settings_are_one_line(kwargs, message):
         Erasing(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("erasing.prob=abc", "erasing.prob=abc must be a number"),
+     ("erasing.scale=[0.5]", "needs two numbers"),
+     ("erasing.scale=0.5", "take a number"), ("erasing.prob=1.5", "erasing.prob=1.5")],
+)  # fmt: skip
+def test_bad_settings_on_the_command_line_exit_2_with_one_line(tmp_path, override, message):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CAMEXP_OUTPUT_DIR": str(tmp_path / "out"), "HYDRA_FULL_ERROR": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "camexp", "debug=smoke", "dataset=digits28", override,
+         "progress=false", "tensorboard=false", "metrics=none"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    left = list((tmp_path / "out").rglob("results.json")) if (tmp_path / "out").exists() else []
+    assert not left  # nothing a report would list
+
+
 def test_pyrandom_is_not_what_draws_the_boxes():
     """The boxes come from the loader's generator: Python's global random state is untouched."""
     state = pyrandom.getstate()

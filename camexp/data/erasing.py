@@ -46,14 +46,22 @@ class Erasing:
 
 def erasing_of(config) -> Erasing | None:
     """The ``erasing`` config block (None or prob 0: off) as an Erasing."""
-    if not config or not float(config.get("prob", 0.0)):
+    if not config:
         return None
-    return Erasing(
-        prob=float(config["prob"]),
-        scale=tuple(float(v) for v in config.get("scale", (0.02, 1 / 3))),
-        ratio=float(config.get("ratio", 0.3)),
-        mode=str(config.get("mode", "const")),
-    )
+    try:
+        prob = float(config.get("prob", 0.0))
+        scale = tuple(float(v) for v in config.get("scale", (0.02, 1 / 3)))
+        ratio = float(config.get("ratio", 0.3))
+    except (TypeError, ValueError):
+        raise UserError(
+            "erasing.prob and erasing.ratio take a number and erasing.scale two, e.g. "
+            "erasing.prob=0.5 erasing.scale=[0.02,0.333] erasing.ratio=0.3"
+        ) from None
+    if len(scale) != 2:
+        raise UserError(f"erasing.scale={list(scale)} needs two numbers, e.g. [0.02,0.333]")
+    if prob == 0.0:
+        return None
+    return Erasing(prob=prob, scale=scale, ratio=ratio, mode=str(config.get("mode", "const")))
 
 
 def draw_uniforms(batch: int, generator: torch.Generator) -> torch.Tensor:
