@@ -225,3 +225,30 @@ def test_epochs_to_reach_the_baselines_final_value_hand_worked(tmp_path):
     assert lines[0].startswith("Epochs to reach 91.00 % val/acc1"), lines
     assert "| method-ce | 2.0 | 2-2 | 1 of 2 |" in lines, lines
     assert "| method-kd | 1.5 | 1-2 | 2 of 3 |" in lines, lines
+
+
+def test_a_table_of_cpu_and_gpu_runs_says_which_run_ran_where(tmp_path):
+    cmd, env, out, _ = _driver(tmp_path, "--report-only")
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    machines = {"seed-0": None, "seed-1": "NVIDIA H100 80GB HBM3"}
+    for seed, (run, gpu) in enumerate(machines.items()):
+        folder = out / "tiny" / run
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"seed={seed}", *spec["common"]])
+        )
+        (folder / "results.json").write_text(json.dumps(
+            {"status": "completed", "task": "classify", "metrics": {"test/acc1": 90.0 + seed}}
+        ))  # fmt: skip
+        (folder / "metrics.csv").write_text("epoch,val/acc1\n1,50\n")
+        (folder / "machine.json").write_text(json.dumps(
+            {"cpu": "AMD EPYC (test)", "gpu": gpu, "threads": 1, "wall_s": 3600.0,
+             "cpu_hours": 1.0}
+        ))  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    tables = (out / "tables.md").read_text()
+    assert "Runs: 2 of 2 finished (complete)" in tables, tables
+    assert "CPU-hours: 1.00" in tables and "GPU-hours: 1.00" in tables, tables
+    assert "| seed-0 | AMD EPYC (test) |" in tables, tables
+    assert "| seed-1 | NVIDIA H100 80GB HBM3 |" in tables, tables

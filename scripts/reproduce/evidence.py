@@ -88,8 +88,12 @@ def machine_of(threads: int, wall_s: float) -> dict:
 
     from camexp.run.machine import cpu_name
 
+    gpu = None  # camexp's device=auto trains on the GPU when one is visible
+    if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES") != "":
+        gpu = torch.cuda.get_device_name(0)
     return {
         "cpu": cpu_name(),
+        "gpu": gpu,
         "threads": threads,
         "wall_s": round(wall_s, 1),
         "cpu_hours": round(wall_s * threads / 3600, 3),

@@ -26,17 +26,29 @@ def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
         with open(os.path.join(folder, r.name, "machine.json")) as f:
             machines.append(json.load(f))
     state = "complete" if len(done) == planned else "IN PROGRESS: not yet a result"
-    cpus = sorted({m["cpu"] for m in machines})
-    hours = sum(m["cpu_hours"] for m in machines)
+    cpus = sorted({m["cpu"] for m in machines if not m.get("gpu")})
+    gpus = sorted({m["gpu"] for m in machines if m.get("gpu")})
+    hours = sum(m["cpu_hours"] for m in machines if not m.get("gpu"))
+    gpu_hours = sum(m["wall_s"] / 3600 for m in machines if m.get("gpu"))
+    where = []
+    if cpus:
+        where.append(f"CPU: {'; '.join(cpus)}; {machines[0]['threads']} thread(s) per run. "
+                     f"CPU-hours: {hours:.2f}.")  # fmt: skip
+    if gpus:
+        where.append(f"GPU: {'; '.join(gpus)} ({sum(bool(m.get('gpu')) for m in machines)} runs). "
+                     f"GPU-hours: {gpu_hours:.2f}.")  # fmt: skip
+    if cpus and gpus:  # one table, two kinds of machine: a column says which run ran where
+        where += ["", "| run | ran on |", "|---|---|"]
+        pairs = zip(done, machines, strict=True)
+        where += [f"| {r.name} | {m.get('gpu') or m['cpu']} |" for r, m in pairs]
+        where.append("")
     result = subprocess.run(
         [*report, *(os.path.join(folder, r.name) for r in done), *table.get("report", [])],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     body = result.stdout.strip() if result.returncode == 0 else f"camexp-report: {result.stderr}"
     lines += [
-        f"Runs: {len(done)} of {planned} finished ({state}). CPU: {'; '.join(cpus)}; "
-        f"{machines[0]['threads']} thread(s) per run. "
-        f"CPU-hours: {hours:.2f}.",
+        f"Runs: {len(done)} of {planned} finished ({state}). " + "\n".join(where),
         "",
         body,
         "",
