@@ -158,6 +158,18 @@ def test_a_table_reads_a_kept_checkpoint_of_another_and_counts_on_another_clone(
     again = driver(spec, moved)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 of 2 runs finished, 0 to train" in again.stdout, again.stdout
+    # The reader recorded the bytes it read; a source retrained since makes it stale, by name.
+    inputs = json.loads((reader / "machine.json").read_text())["inputs"]
+    assert list(inputs) == ["src/seed-0/checkpoints/last.pt"], inputs
+    assert len(inputs["src/seed-0/checkpoints/last.pt"]) == 64
+    retrained = tmp_path / "retrained"
+    shutil.copytree(out, retrained)
+    with open(retrained / "src" / "seed-0" / "checkpoints" / "last.pt", "ab") as f:
+        f.write(b"\0")
+    stale = driver(spec, retrained, "--report-only")
+    assert stale.returncode != 0, stale.stdout + stale.stderr
+    assert "src/seed-0/checkpoints/last.pt, which is no longer the file kept" in stale.stderr
+    assert str(retrained / "dst" / "seed-0_use-eval") in stale.stderr
     # A reader whose kept run named another file is stale, by name.
     # (the source keeps both files: only the reader's reference differs)
     both = ("checkpoints/last.pt", "checkpoints/best.pt")

@@ -42,6 +42,7 @@ from evidence_plan import (
     KEPT_FILES,
     Run,
     finished,
+    input_hashes,
     kept_file,
     plan,
     ready,
@@ -109,7 +110,7 @@ class Sweep:
         self.pending = list(runs)
         self.out, self.scratch, self.camexp = out, scratch, camexp
         self.jobs, self.threads = jobs, threads
-        self.running = {}  # Popen -> (Run, start time, log file)
+        self.running = {}  # Popen -> (Run, start time, log file, input sha256s)
         self.stopping = False
         self.failed = []
 
@@ -131,18 +132,20 @@ class Sweep:
         log.flush()
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env.pop("HYDRA_FULL_ERROR", None)
+        inputs = input_hashes(run, self.out)  # the files it reads, as they are at its start
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.running[proc] = (run, time.time(), log)
+        self.running[proc] = (run, time.time(), log, inputs)
         print(f"evidence: started {run.table}/{run.name}", flush=True)
 
     def reap(self, proc) -> None:
-        run, started, log = self.running.pop(proc)
+        run, started, log, inputs = self.running.pop(proc)
         log.close()
         rc = proc.returncode
         folder = os.path.join(self.scratch, run.table, run.name)
         status = status_of(folder)
         if status in FINISHED and rc in (0, 3):
-            keep(run, self.scratch, self.out, machine_of(self.threads, time.time() - started))
+            machine = machine_of(self.threads, time.time() - started)
+            keep(run, self.scratch, self.out, {**machine, "inputs": inputs} if inputs else machine)
             print(f"evidence: kept {run.table}/{run.name} ({status})", flush=True)
         elif rc in (75, 130) or self.stopping:
             print(f"evidence: stopped {run.table}/{run.name} (resumable)", flush=True)

@@ -9,6 +9,7 @@ same run on any clone (the comparison cuts the path to table/run/file).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -142,9 +143,40 @@ def finished(run: Run, out: str) -> bool:
         )
     if kept is None:
         return False
+    check_inputs(run, folder, out)
     status = status_of(folder)
     whole = all(os.path.isfile(os.path.join(folder, name)) for name in run.keep)
     return status == "diverged" or (status == "completed" and whole)
+
+
+def input_hashes(run: Run, out: str) -> dict:
+    """sha256 of every kept file this run reads: recorded in its machine.json when it starts."""
+    return {tail: file_sha256(os.path.join(out, *tail.split("/"))) for tail in run.refs.values()}
+
+
+def check_inputs(run: Run, folder: str, out: str) -> None:
+    """A kept run whose input (a teacher, a source net) is gone or was retrained since is stale:
+    the sweep stops and names it, rather than pairing results of two different inputs."""
+    try:
+        with open(os.path.join(folder, "machine.json")) as f:
+            recorded = json.load(f).get("inputs") or {}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    for tail in run.refs.values():
+        path = os.path.join(out, *tail.split("/"))
+        if tail in recorded and (not kept_file(out, tail) or file_sha256(path) != recorded[tail]):
+            sys.exit(
+                f"evidence: {folder} was trained on {tail}, which is no longer the file kept "
+                "there (retrained or deleted); delete that folder to train it again"
+            )
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def kept_file(out: str, tail: str) -> bool:
