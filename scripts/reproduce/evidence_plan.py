@@ -9,7 +9,6 @@ same run on any clone (the comparison cuts the path to table/run/file).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -17,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 
 import yaml
+
+from camexp.run.checkpoint import file_sha256
 
 FINISHED = ("completed", "diverged")  # a NaN is a result too: listed apart, never averaged
 KEPT_FILES = ("results.json", "metrics.csv", os.path.join(".hydra", "overrides.yaml"))
@@ -169,14 +170,6 @@ def check_inputs(run: Run, folder: str, out: str) -> None:
                 f"evidence: {folder} was trained on {tail}, which is no longer the file kept "
                 "there (retrained or deleted); delete that folder to train it again"
             )
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def kept_file(out: str, tail: str) -> bool:
