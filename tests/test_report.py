@@ -427,3 +427,19 @@ def test_transfer_runs_group_by_their_sources_pretraining(tmp_path, capsys):
     # without the ignore, every run names its own checkpoint: no group pools two runs
     code, out, _ = run_report(capsys, root, "--cols", "source.loss", "--metrics", "test/acc1")
     assert code == 0 and "(1)" in out and "(3)" not in out, out
+
+
+def test_a_crafted_source_value_stays_in_its_markdown_cell(tmp_path, capsys):
+    """results.json is data written by whoever made the folder: a newline or a pipe in a value
+    that becomes a row label must not start a new table row or column."""
+    for seed in (0, 1):
+        run = write_run(tmp_path, f"t{seed}", ["task=transfer", f"seed={seed}"],
+                        {"test/acc1": 90.0 + seed}, task="transfer", seed=seed)  # fmt: skip
+        results = json.loads((run / "results.json").read_text())
+        results["source"] = {"loss": "ce\n| 99.99 | injected |\r"}
+        (run / "results.json").write_text(json.dumps(results))
+    code, out, _ = run_report(capsys, tmp_path, "--rows", "source.loss", "--metrics", "test/acc1")
+    assert code == 0, out
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(rows) == 3, out  # header, rule, one row
+    assert "injected" in rows[2] and rows[2].count(" | ") == 2, rows[2]

@@ -180,7 +180,8 @@ def _text(cell, digits: int, pm: str, show_n: bool) -> str:
 
 
 def to_markdown(table: Table, digits: int = 2, show_n: bool = False) -> str:
-    def esc(text: str) -> str:
+    def esc(text: str) -> str:  # one cell on one line, whatever a run folder's file says
+        text = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
         return text.replace("|", "\\|")
 
     lines = [f"**{table.title}**", ""] if table.title else []
