@@ -4,6 +4,7 @@ cost they ran, the convergence table (``reach``) and the figures (``curves``, ``
 from __future__ import annotations
 
 import csv
+import math
 import json
 import os
 import subprocess
@@ -59,10 +60,18 @@ def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
 
 
 def read_curve(path: str, metric: str) -> list:
-    """[(epoch, value)] of one metrics.csv column, epochs where it was logged."""
+    """[(epoch, value)] of one metrics.csv column, epochs where it was logged as a finite number
+    (a NaN never 'reaches' anything)."""
+    curve = []
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [(int(r["epoch"]), float(r[metric])) for r in rows if r.get(metric) not in (None, "")]
+        for row in csv.DictReader(f):
+            try:
+                epoch, value = int(row["epoch"]), float(row[metric])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                curve.append((epoch, value))
+    return curve
 
 
 def variant_of(name: str) -> str:
