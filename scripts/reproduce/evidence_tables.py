@@ -4,8 +4,8 @@ cost they ran, the convergence table (``reach``) and the figures (``curves``, ``
 from __future__ import annotations
 
 import csv
-import math
 import json
+import math
 import os
 import subprocess
 
