@@ -264,3 +264,24 @@ def test_a_table_of_cpu_and_gpu_runs_says_which_run_ran_where(tmp_path):
     assert "CPU-hours: 1.00" in tables and "GPU-hours: 1.00" in tables, tables
     assert "| seed-0 | AMD EPYC (test) |" in tables, tables
     assert "| seed-1 | NVIDIA H100 80GB HBM3 |" in tables, tables
+
+
+def test_tables_only_plans_what_a_table_reads_in_any_order_and_transitively():
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        from evidence_plan import plan
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    tail = "/seed-{seed}/checkpoints/last.pt"
+    spec = {"tables": [  # the reader first, its source last, a chain in between
+        {"name": "c", "sweep": {"seed": [0, 1]}, "fixed": ["x=evidence:b" + tail]},
+        {"name": "a", "sweep": {"seed": [0, 1]}, "keep": ["checkpoints/last.pt"]},
+        {"name": "b", "sweep": {"seed": [0, 1]}, "keep": ["checkpoints/last.pt"],
+         "fixed": ["y=evidence:a" + tail]},
+        {"name": "other", "sweep": {"seed": [0]}},
+    ]}  # fmt: skip
+    planned = [(r.table, r.name) for r in plan(spec, ["c"], "/out")]
+    assert sorted(planned) == sorted((t, f"seed-{s}") for t in "abc" for s in (0, 1)), planned
+    reader = next(r for r in plan(spec, None, "/out") if (r.table, r.name) == ("c", "seed-1"))
+    assert "x=/out/b/seed-1/checkpoints/last.pt" in reader.overrides
+    assert reader.needs == [("b", "seed-1")]

@@ -67,8 +67,8 @@ def resolve_refs(overrides: list, labels: dict, out: str) -> tuple[list, dict]:
 
 def plan(spec: dict, only: list | None = None, out: str = ".") -> list:
     """evidence.yaml -> [Run]: per table, the cartesian product of its sweep, first key slowest.
-    A run that reads another table's run (``evidence:`` values) comes after it; with ``only``,
-    the runs it reads are planned too, ahead of it."""
+    A run that reads another table's run (``evidence:`` values) waits until that run is kept;
+    with ``only``, the runs it reads (and what they read) are planned too."""
     runs = []
     common = [str(o) for o in spec.get("common", [])]
     for table in spec["tables"]:
@@ -88,10 +88,14 @@ def plan(spec: dict, only: list | None = None, out: str = ".") -> list:
     check_refs(runs)
     if not only:
         return runs
-    wanted = {(r.table, r.name) for r in runs if r.table in only}
-    for r in reversed(runs):
-        if (r.table, r.name) in wanted:
-            wanted |= set(r.needs)
+    by_key = {(r.table, r.name): r for r in runs}
+    wanted = {key for key in by_key if key[0] in only}
+    stack = list(wanted)
+    while stack:  # what they read, what that reads, ... in whatever order the tables come
+        for need in by_key[stack.pop()].needs:
+            if need not in wanted:
+                wanted.add(need)
+                stack.append(need)
     return [r for r in runs if (r.table, r.name) in wanted]
 
 
