@@ -8,7 +8,7 @@ aspect ratio ``exp(uniform(log ratio, log 1/ratio))``, round ``h = sqrt(area * a
 ``h < H`` and ``w < W``; its corner is ``randint(0, H - h)``, ``randint(0, W - w)``. The box is
 filled, after normalisation, with 0 (``const``: the dataset mean), one normal draw per channel
 (``rand``) or per pixel (``pixel``). timm draws from Python's global ``random``; here every
-uniform comes from ``torch.Generator`` in one tensor per batch, which tests/test_fast_options.py
+uniform comes from ``torch.Generator`` in one tensor per batch, which tests/test_erasing.py
 replays through timm's own code to check the boxes are the same.
 """
 
@@ -48,10 +48,11 @@ def erasing_of(config) -> Erasing | None:
     """The ``erasing`` config block (None or prob 0: off) as an Erasing."""
     if not config:
         return None
+    off = Erasing()  # the defaults live in one place
     try:
-        prob = float(config.get("prob", 0.0))
-        scale = tuple(float(v) for v in config.get("scale", (0.02, 1 / 3)))
-        ratio = float(config.get("ratio", 0.3))
+        prob = float(config.get("prob", off.prob))
+        scale = tuple(float(v) for v in config.get("scale", off.scale))
+        ratio = float(config.get("ratio", off.ratio))
     except (TypeError, ValueError):
         raise UserError(
             "erasing.prob and erasing.ratio take a number and erasing.scale two, e.g. "
@@ -61,7 +62,7 @@ def erasing_of(config) -> Erasing | None:
         raise UserError(f"erasing.scale={list(scale)} needs two numbers, e.g. [0.02,0.333]")
     if prob == 0.0:
         return None
-    return Erasing(prob=prob, scale=scale, ratio=ratio, mode=str(config.get("mode", "const")))
+    return Erasing(prob=prob, scale=scale, ratio=ratio, mode=str(config.get("mode", off.mode)))
 
 
 def draw_uniforms(batch: int, generator: torch.Generator) -> torch.Tensor:
