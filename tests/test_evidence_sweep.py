@@ -239,11 +239,10 @@ def test_epochs_to_reach_the_baselines_final_value_hand_worked(tmp_path):
     assert "| method-kd | 1.5 | 1-2 | 2 of 3 |" in lines, lines
 
 
-def test_a_table_of_cpu_and_gpu_runs_says_which_run_ran_where(tmp_path):
-    cmd, env, out, _ = _driver(tmp_path, "--report-only")
+def _kept_runs(tmp_path, out, machines):
+    """Hand-written kept runs of the tiny table, one per (run, machine.json)."""
     spec = yaml.safe_load(_spec(tmp_path).read_text())
-    machines = {"seed-0": None, "seed-1": "NVIDIA H100 80GB HBM3"}
-    for seed, (run, gpu) in enumerate(machines.items()):
+    for seed, (run, machine) in enumerate(machines.items()):
         folder = out / "tiny" / run
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(
@@ -253,17 +252,39 @@ def test_a_table_of_cpu_and_gpu_runs_says_which_run_ran_where(tmp_path):
             {"status": "completed", "task": "classify", "metrics": {"test/acc1": 90.0 + seed}}
         ))  # fmt: skip
         (folder / "metrics.csv").write_text("epoch,val/acc1\n1,50\n")
-        (folder / "machine.json").write_text(json.dumps(
-            {"cpu": "AMD EPYC (test)", "gpu": gpu, "threads": 1, "wall_s": 3600.0,
-             "cpu_hours": 1.0}
-        ))  # fmt: skip
+        (folder / "machine.json").write_text(json.dumps(machine))
+
+
+def test_a_table_of_cpu_and_gpu_runs_says_which_run_ran_where(tmp_path):
+    cmd, env, out, _ = _driver(tmp_path, "--report-only")
+    cpu = {"cpu": "AMD EPYC (test)", "gpu": None, "threads": 1, "wall_s": 3600.0, "cpu_hours": 1.0}
+    gpu = dict(cpu, gpu="NVIDIA H100 80GB HBM3", wall_s=1800.0)
+    _kept_runs(tmp_path, out, {"seed-0": cpu, "seed-1": gpu})
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     tables = (out / "tables.md").read_text()
     assert "Runs: 2 of 2 finished (complete)" in tables, tables
-    assert "CPU-hours: 1.00" in tables and "GPU-hours: 1.00" in tables, tables
+    assert "CPU: AMD EPYC (test) (1 run, 1.00 CPU-hours)" in tables, tables
+    assert "GPU: NVIDIA H100 80GB HBM3 (1 run, 0.50 GPU-hours)" in tables, tables
     assert "| seed-0 | AMD EPYC (test) |" in tables, tables
     assert "| seed-1 | NVIDIA H100 80GB HBM3 |" in tables, tables
+
+
+def test_a_table_of_two_cpu_models_gives_each_its_hours_and_names_each_runs_cpu(tmp_path):
+    # A sweep that spans sessions may continue on another CPU: its CPU-hours are another unit.
+    cmd, env, out, _ = _driver(tmp_path, "--report-only")
+    zen = {"cpu": "AMD EPYC (zen)", "gpu": None, "threads": 1, "wall_s": 7200.0,
+           "cpu_hours": 2.0}  # fmt: skip
+    xeon = dict(zen, cpu="Intel Xeon (test)", wall_s=1800.0, cpu_hours=0.5)
+    _kept_runs(tmp_path, out, {"seed-0": zen, "seed-1": xeon})
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    tables = (out / "tables.md").read_text()
+    assert "CPU: AMD EPYC (zen) (1 run, 2.00 CPU-hours)" in tables, tables
+    assert "CPU: Intel Xeon (test) (1 run, 0.50 CPU-hours)" in tables, tables
+    assert "2.50" not in tables, "hours of two CPU models summed into one number"
+    assert "| seed-0 | AMD EPYC (zen) |" in tables, tables
+    assert "| seed-1 | Intel Xeon (test) |" in tables, tables
 
 
 def test_tables_only_plans_what_a_table_reads_in_any_order_and_transitively():

@@ -27,22 +27,7 @@ def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
         with open(os.path.join(folder, r.name, "machine.json")) as f:
             machines.append(json.load(f))
     state = "complete" if len(done) == planned else "IN PROGRESS: not yet a result"
-    cpus = sorted({m["cpu"] for m in machines if not m.get("gpu")})
-    gpus = sorted({m["gpu"] for m in machines if m.get("gpu")})
-    hours = sum(m["cpu_hours"] for m in machines if not m.get("gpu"))
-    gpu_hours = sum(m["wall_s"] / 3600 for m in machines if m.get("gpu"))
-    where = []
-    if cpus:
-        where.append(f"CPU: {'; '.join(cpus)}; {machines[0]['threads']} thread(s) per run. "
-                     f"CPU-hours: {hours:.2f}.")  # fmt: skip
-    if gpus:
-        where.append(f"GPU: {'; '.join(gpus)} ({sum(bool(m.get('gpu')) for m in machines)} runs). "
-                     f"GPU-hours: {gpu_hours:.2f}.")  # fmt: skip
-    if cpus and gpus:  # one table, two kinds of machine: a column says which run ran where
-        where += ["", "| run | ran on |", "|---|---|"]
-        pairs = zip(done, machines, strict=True)
-        where += [f"| {r.name} | {m.get('gpu') or m['cpu']} |" for r, m in pairs]
-        where.append("")
+    where = machines_markdown(done, machines)
     result = subprocess.run(
         [*report, *(os.path.join(folder, r.name) for r in done), *table.get("report", [])],
         cwd=ROOT, capture_output=True, text=True,
@@ -57,6 +42,29 @@ def table_markdown(table: dict, runs: list, out: str, report: list) -> str:
         *figures(table, done, folder, report),
     ]
     return "\n".join(lines)
+
+
+def machines_markdown(done: list, machines: list) -> list:
+    """Where a table's runs ran and what they cost, per machine: CPU-hours of two CPU models are
+    not one unit, so each machine gets its own total, and a table of more than one machine says
+    which run ran where."""
+    hours: dict = {}
+    for m in machines:
+        kind, cost = ("GPU", m["wall_s"] / 3600) if m.get("gpu") else ("CPU", m["cpu_hours"])
+        key = (kind, m.get("gpu") or m["cpu"])
+        runs, total = hours.get(key, (0, 0.0))
+        hours[key] = (runs + 1, total + cost)
+    threads = sorted({m["threads"] for m in machines if not m.get("gpu")})
+    where = [f"{kind}: {name} ({runs} run{'s' * (runs != 1)}, {total:.2f} {kind}-hours)."
+             for (kind, name), (runs, total) in sorted(hours.items())]  # fmt: skip
+    if threads:
+        where.append(f"CPU runs: {', '.join(map(str, threads))} thread(s) per run.")
+    if len(hours) > 1:  # one table, two machines: a column says which run ran where
+        where += ["", "| run | ran on |", "|---|---|"]
+        pairs = zip(done, machines, strict=True)
+        where += [f"| {r.name} | {m.get('gpu') or m['cpu']} |" for r, m in pairs]
+        where.append("")
+    return where
 
 
 def read_curve(path: str, metric: str) -> list:
@@ -147,9 +155,10 @@ def write_tables(spec: dict, runs: list, out: str, report: list) -> str:
             "# Evidence tables",
             "",
             "Written by `scripts/reproduce/evidence.sh` from the finished runs in this folder "
-            "(each: results.json, metrics.csv, .hydra/overrides.yaml, machine.json). Deltas are "
-            "CAM-loss minus CE, paired over seeds, with 95 % confidence intervals; a delta whose "
-            "interval holds 0 is not resolved.",
+            "(each: results.json, metrics.csv, .hydra/overrides.yaml, machine.json). A table "
+            "with a Δ column compares its columns with the baseline column, paired over seeds, "
+            "with 95 % confidence intervals (CAM-loss minus CE in every CE-vs-CAM-loss table); "
+            "a delta whose interval holds 0 is not resolved.",
             "",
             *(table_markdown(t, runs, out, report) for t in tables),
         ]
