@@ -78,6 +78,8 @@ def test_killed_sweep_continues_without_counting_a_run_twice_or_half(tmp_path):
     tables = (out / "tables.md").read_text()
     assert "Runs: 1 of 2 finished (IN PROGRESS" in tables, tables
     first_kept = (out / "tiny" / RUNS[0] / "results.json").read_bytes()
+    stopped = json.loads((scratch / "logs" / f"tiny__{RUNS[1]}.spent.json").read_text())
+    assert stopped["starts"] == 1 and stopped["wall_s"] > 0, stopped
 
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -88,6 +90,10 @@ def test_killed_sweep_continues_without_counting_a_run_twice_or_half(tmp_path):
     for run in RUNS:
         _whole(out, run)
     assert (out / "tiny" / RUNS[0] / "results.json").read_bytes() == first_kept
+    # The resumed run's cost counts its stopped start too, not only the start that finished it.
+    machine = json.loads((out / "tiny" / RUNS[1] / "machine.json").read_text())
+    assert machine["starts"] == 2 and machine["wall_s"] >= round(stopped["wall_s"], 1), machine
+    assert json.loads((out / "tiny" / RUNS[0] / "machine.json").read_text())["starts"] == 1
     tables = (out / "tables.md").read_text()
     assert "Runs: 2 of 2 finished (complete)" in tables, tables
 

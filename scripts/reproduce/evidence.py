@@ -22,7 +22,9 @@ process per run, ``--jobs`` at a time with ``--threads`` OpenMP threads each. A 
 A signal to the driver (SIGTERM, SIGINT, SIGHUP) is passed to the running jobs, which save and
 stop as preempted; the driver then exits 75 and the same command continues. Tables
 (``OUT/tables.md``) come from ``camexp-report`` over the finished runs only, with each table's
-CPU, precision and CPU-hours.
+CPU, precision and CPU-hours. A run's cost (machine.json ``wall_s``, ``cpu_hours``, ``starts``)
+counts every start of it in this scratch folder, the stopped ones too; the threads and CPU are
+those of the start that finished it.
 """
 
 from __future__ import annotations
@@ -103,6 +105,27 @@ def machine_of(threads: int, wall_s: float) -> dict:
     }
 
 
+def spent_path(scratch: str, run: Run) -> str:
+    return os.path.join(scratch, "logs", f"{run.table}__{run.name}.spent.json")
+
+
+def spent_before(scratch: str, run: Run) -> tuple:
+    """(wall seconds, starts) of a run's earlier starts that were stopped: a resumed run's cost
+    counts every start, not just the last."""
+    try:
+        with open(spent_path(scratch, run)) as f:
+            spent = json.load(f)
+        return float(spent["wall_s"]), int(spent["starts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0, 0
+
+
+def write_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+
+
 class Sweep:
     """Up to ``jobs`` camexp processes at a time; a signal stops them all, resumably."""
 
@@ -143,11 +166,16 @@ class Sweep:
         rc = proc.returncode
         folder = os.path.join(self.scratch, run.table, run.name)
         status = status_of(folder)
+        spent = time.time() - started
         if status in FINISHED and rc in (0, 3):
-            machine = machine_of(self.threads, time.time() - started)
+            earlier, starts = spent_before(self.scratch, run)
+            machine = {**machine_of(self.threads, earlier + spent), "starts": starts + 1}
             keep(run, self.scratch, self.out, {**machine, "inputs": inputs} if inputs else machine)
             print(f"evidence: kept {run.table}/{run.name} ({status})", flush=True)
         elif rc in (75, 130) or self.stopping:
+            earlier, starts = spent_before(self.scratch, run)  # a resume adds to it
+            spent = {"wall_s": earlier + spent, "starts": starts + 1}
+            write_json(spent_path(self.scratch, run), spent)
             print(f"evidence: stopped {run.table}/{run.name} (resumable)", flush=True)
         else:
             self.failed.append(f"{run.table}/{run.name} (exit {rc}, see {log.name})")
