@@ -15,6 +15,8 @@ SMALL = [
     "epochs=2",
     "dataset.val_size=16",
     "cam_pictures=2", "metrics=none", "optim.lr=0.02",
+    "amp=none",  # fp32 on every CPU: under bf16 (amp=auto on AMX/AVX512-BF16) the ranks' rounding
+                 # alone moves train/cam by more than the tolerance
 ]  # fmt: skip
 
 

@@ -172,6 +172,8 @@ def test_sigterm_in_hydras_start_up_stops_with_one_line(tmp_path):
 
 def test_ctrl_c_while_torch_imports_is_one_line(tmp_path):
     code = ("import builtins, os, signal, sys, runpy\n"
+            # a shell's background job starts with SIGINT ignored: give it Python's default back
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "real = builtins.__import__\n"
             "def hook(name, *a, **k):\n"
             "    if name == 'torch' and 'torch' not in sys.modules:\n"
