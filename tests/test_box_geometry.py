@@ -12,6 +12,7 @@ from camexp.errors import UserError
 from camexp.main import CONFIG_DIR
 from camexp.metrics import CamQuality
 from camexp.models.backbone import Output
+from camexp.run.options import check_number_types
 
 
 class IdentityCam(torch.nn.Module):
@@ -72,3 +73,11 @@ def test_faithfulness_on_all_test_images_and_bad_counts():
             CamQuality(images=bad)
     with pytest.raises(UserError, match="metrics.box_size must be a size in pixels or null"):
         CamQuality(box_size=0)
+
+
+def test_the_word_all_passes_the_command_line_type_check():
+    """``metrics.images=all`` is documented beside the number default; the type check of
+    ``key=word`` overrides (issue 27 §11) refused it, and the CAM-quality evidence table with it."""
+    check_number_types(["metrics.images=all", "metrics=default"])
+    with pytest.raises(UserError, match="metrics.images=most must be a number"):
+        check_number_types(["metrics.images=most"])

@@ -16,6 +16,8 @@ from camexp.run.recompose import CONFIG_DIR, compose_config
 # name: smallest allowed value (None: any integer)
 INTEGERS = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "seed": None, "log_every": 1,
             "checkpoint_every": 0, "skip_nonfinite": 0, "cam_pictures": 0}  # fmt: skip
+# keys whose default is a number but which also take a word (their config comment says so)
+WORDS = {"metrics.images": ("all",)}
 MEANING = {"checkpoint_every": "0 saves at epoch ends only", "log_every": "steps between updates"}
 
 
@@ -74,6 +76,8 @@ def check_number_types(overrides: list[str]) -> None:
             groups.append(override.input_line)  # a group choice: part of the defaults
         elif not (override.is_delete() or override.is_sweep_override()):
             value = override.value()
+            if value in WORDS.get(key, ()):
+                continue
             if value is not None and not is_number(value) and "${" not in str(value):
                 suspects.append((key, override))
     if not suspects:
