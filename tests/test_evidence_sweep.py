@@ -312,3 +312,25 @@ def test_tables_only_plans_what_a_table_reads_in_any_order_and_transitively():
     reader = next(r for r in plan(spec, None, "/out") if (r.table, r.name) == ("c", "seed-1"))
     assert "x=/out/b/seed-1/checkpoints/last.pt" in reader.overrides
     assert reader.needs == [("b", "seed-1")]
+
+
+def test_every_planned_run_passes_camexps_command_line_checks(tmp_path):
+    """Each variant of the real spec (seed 0: the seed never changes what composes) composes and
+    passes the checks ``camexp`` makes before it trains. ``metrics.images=all`` once failed the
+    type check, and the whole CAM-quality table exited 2 only when its turn came."""
+    from camexp.main import known_top_level_keys
+    from camexp.run.options import check_options
+    from camexp.run.recompose import compose_config
+
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        from evidence_plan import plan
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    spec = yaml.safe_load(open(os.path.join(ROOT, "scripts", "reproduce", "evidence.yaml")))
+    runs = [r for r in plan(spec, None, str(tmp_path)) if not r.name.startswith("seed-1")
+            and not r.name.startswith("seed-2")]  # fmt: skip
+    assert {r.table for r in runs} == {t["name"] for t in spec["tables"]}
+    for run in runs:
+        cfg = compose_config(run.overrides)
+        check_options(cfg, run.overrides, known_top_level_keys(cfg, run.overrides))
