@@ -443,3 +443,33 @@ def test_a_crafted_source_value_stays_in_its_markdown_cell(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("|")]
     assert len(rows) == 3, out  # header, rule, one row
     assert "injected" in rows[2] and rows[2].count(" | ") == 2, rows[2]
+
+
+def test_baseline_row_without_cols_adds_paired_deltas(sweep, capsys):
+    """``--rows K --baseline V`` (the KD table's layout: one row per method, deltas against the
+    CE student's row); before, --baseline without --cols was silently ignored."""
+    code, out, _ = run_report(capsys, sweep, "--where", "loss.cam.weight=0", "--rows", "backbone",
+                              "--baseline", "resnet20", "--metrics", "test/acc1")  # fmt: skip
+    assert code == 0
+    rows = markdown_rows(out)
+    assert rows[0][-1] == "Δ test/acc1 (vs backbone=resnet20)"
+    assert rows[1][0] == "resnet20" and rows[1][-1] == "-"  # the baseline row itself
+    # wrn_16_2 (80, 80, 83) - resnet20 (90, 92, 94) by seed: (-10, -12, -11), mean -11, s_d 1;
+    # -11 ± 4.3027 / sqrt(3) = [-13.48, -8.52]; t = -11 sqrt(3), p = 0.0027
+    assert rows[2][0] == "wrn_16_2"
+    assert rows[2][-1] == "-11.00 [-13.48, -8.52] paired t, p=0.003"
+    assert "paired t-test" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [(["--rows", "backbone", "--baseline", "vit"], "--baseline 'vit' is not a value of backbone"),
+     (["--rows", "backbone", "--baseline", "resnet20"], "names 2 rows of backbone"),
+     (["--where", "backbone=resnet20", "--where", "loss.cam.weight=0", "--baseline", "x"],
+      "needs --rows or --cols"),
+     (["--rows", "backbone", "--baseline", "resnet20", "--format", "csv"],
+      "with --format csv add --cols")],
+)  # fmt: skip
+def test_a_baseline_row_that_is_not_one_row_is_one_line(sweep, capsys, args, phrase):
+    code, out, err = run_report(capsys, sweep, *args)
+    assert code == 2 and phrase in err and out == "", (code, out, err)

@@ -68,7 +68,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", action="append", default=[], help="row key(s), e.g. backbone")
     p.add_argument("--cols", default=None, help="column key, e.g. loss.cam.weight (adds deltas)")
-    p.add_argument("--baseline", default=None, help="--cols value the deltas subtract")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="--cols value the deltas subtract; without --cols, the --rows value "
+        "(of the first row key) whose row every other row is compared with",
+    )
     p.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
     p.add_argument("--digits", type=int, default=2, help="decimals in markdown and LaTeX")
     p.add_argument(
@@ -161,6 +166,9 @@ def report(args: argparse.Namespace) -> str:
     keys = grouping_keys(runs, ignore=ignore, keep=rows + ([cols] if cols else []))
     groups = group_runs(runs, keys)
 
+    if args.baseline is not None and not cols and args.format == "csv":
+        raise UserError("--baseline without --cols is for the markdown and LaTeX tables; "
+                        "with --format csv add --cols KEY")  # fmt: skip
     if args.format == "csv":
         ordered = [k for k in keys if k != cols] + ([cols] if cols else [])
         out = long_csv(groups, ordered, metrics, cols, args.baseline)
@@ -168,7 +176,8 @@ def report(args: argparse.Namespace) -> str:
         table = pivot_table(groups, [k for k in keys if k != cols], cols, metrics, args.baseline)
         out = render(table, args.format, args.digits, show_n=True)
     else:
-        out = render(long_table(groups, keys, metrics), args.format, args.digits)
+        table = long_table(groups, keys, metrics, args.baseline)
+        out = render(table, args.format, args.digits)
     precisions = sorted({run.value(PRECISION) for run in completed})
     if len(precisions) == 1:  # else a grouping column (runs.grouping_keys)
         line = f"Precision: {precisions[0]} (every averaged run)"

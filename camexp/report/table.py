@@ -62,16 +62,40 @@ def metric_stat(group, metric: str) -> Stat | None:
     return Stat.of([v for _, v in seeded_values(group, metric)])
 
 
-def long_table(groups: list, keys: list, metrics: list) -> Table:
-    """One row per group: its key values, mean ± std of each metric, and the seed count."""
+def long_table(groups: list, keys: list, metrics: list, baseline: str | None = None) -> Table:
+    """One row per group: its key values, mean ± std of each metric, and the seed count. With
+    ``baseline`` (a value of the first key: ``--rows loss --baseline '[ce]'``), one delta column
+    per metric: each other row's difference from that row, with ``stats.compare``'s interval."""
+    base = baseline_row(groups, keys, baseline) if baseline is not None else None
     header = (keys or ["runs"]) + metrics + ["seeds"]
+    if base is not None:
+        header += [f"Δ {m} (vs {keys[0]}={baseline})" for m in metrics]
     rows = []
     for group in groups:
         cells = [v for _, v in group.key] or ["all"]
         cells += [metric_stat(group, m) for m in metrics]
         cells.append(str(len(group.runs)))
+        if base is not None:
+            for m in metrics:
+                delta = compare(seeded_values(group, m), seeded_values(base, m))
+                cells.append(None if group is base else delta)
         rows.append(cells)
-    return Table("", header, rows)
+    return Table("", header, rows, DELTA_NOTE if base is not None else "")
+
+
+def baseline_row(groups: list, keys: list, baseline: str):
+    """The one group whose first key has the value ``baseline``; anything else is one line."""
+    if not keys:
+        raise UserError(f"--baseline {baseline!r} needs --rows or --cols: there is one group")
+    found = [g for g in groups if dict(g.key)[keys[0]] == baseline]
+    if len(found) != 1:
+        values = sorted({dict(g.key)[keys[0]] for g in groups}, key=sort_key)
+        why = "is not a value of" if not found else f"names {len(found)} rows of"
+        raise UserError(
+            f"--baseline {baseline!r} {why} {keys[0]}; found: {', '.join(values)}"
+            + ("" if not found else " (use --cols for a baseline per row)")
+        )
+    return found[0]
 
 
 def column_values(groups: list, col_key: str, baseline: str | None) -> tuple[list, str]:
