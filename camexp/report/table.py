@@ -76,9 +76,11 @@ def long_table(groups: list, keys: list, metrics: list, baseline: str | None = N
         cells += [metric_stat(group, m) for m in metrics]
         cells.append(str(len(group.runs)))
         if base is not None:
-            for m in metrics:
-                delta = compare(seeded_values(group, m), seeded_values(base, m))
-                cells.append(None if group is base else delta)
+            for m in metrics:  # the baseline row has no delta of its own
+                same = group is base
+                cells.append(
+                    None if same else compare(seeded_values(group, m), seeded_values(base, m))
+                )
         rows.append(cells)
     return Table("", header, rows, DELTA_NOTE if base is not None else "")
 
@@ -87,14 +89,11 @@ def baseline_row(groups: list, keys: list, baseline: str):
     """The one group whose first key has the value ``baseline``; anything else is one line."""
     if not keys:
         raise UserError(f"--baseline {baseline!r} needs --rows or --cols: there is one group")
+    column_values(groups, keys[0], baseline)  # a value of the key, or the same one line as --cols
     found = [g for g in groups if dict(g.key)[keys[0]] == baseline]
-    if len(found) != 1:
-        values = sorted({dict(g.key)[keys[0]] for g in groups}, key=sort_key)
-        why = "is not a value of" if not found else f"names {len(found)} rows of"
-        raise UserError(
-            f"--baseline {baseline!r} {why} {keys[0]}; found: {', '.join(values)}"
-            + ("" if not found else " (use --cols for a baseline per row)")
-        )
+    if len(found) > 1:
+        raise UserError(f"--baseline {baseline!r} names {len(found)} rows of {keys[0]} "
+                        "(use --cols for a baseline per row)")  # fmt: skip
     return found[0]
 
 
