@@ -7,8 +7,9 @@
 Runs are grouped by the overrides whose values differ between them, except ``seed`` (and keys
 that do not change results, e.g. ``progress``, ``metrics``); each metric is shown as mean ± sample
 std over the completed runs of a group, with their count. With ``--cols`` each non-baseline column
-gets a delta column: the difference with its 95 % confidence interval, from a paired t-test over
-the seeds both columns share (Welch's t-test when they do not pair). Failed, diverged, preempted
+gets a delta column, and with ``--rows K --baseline V`` each row but V's: the difference with its
+95 % confidence interval, from a paired t-test over the seeds both sides share (Welch's t-test
+when they do not pair). Failed, diverged, preempted
 and incomplete runs are listed under the table and never averaged in. The precision the runs
 trained in (bf16 or fp32, results.json) is stated under the table, and is a grouping column when
 it varies: runs of different precision never share a cell. ``--task NAME`` and ``--where

@@ -48,8 +48,8 @@ class Table:
 
 DELTA_NOTE = (
     "Δ: difference of the means [95 % confidence interval], by a paired t-test over the seeds "
-    "both columns share (Welch's t-test when the seeds do not pair; no interval with one run); "
-    "p two-sided."
+    "both sides of the Δ share (Welch's t-test when the seeds do not pair; no interval with one "
+    "run); p two-sided."
 )
 
 
