@@ -113,6 +113,22 @@ class BoxAccumulator:
                 self.top1_hits += ious >= 0.5
             self.count += 1
 
+    def sums(self) -> dict:
+        """The running sums as tensors and ints (what :meth:`restore` takes back)."""
+        hits = torch.from_numpy(np.stack([self.hits[t] for t in self.iou_thresholds]))
+        return {"hits": hits, "top1_hits": torch.from_numpy(self.top1_hits.copy()),
+                "count": self.count}  # fmt: skip
+
+    def restore(self, sums: dict) -> None:
+        """Continue from :meth:`sums` of an accumulator with the same thresholds."""
+        n = (len(self.iou_thresholds), len(self.cam_thresholds))
+        hits, top1 = sums["hits"], sums["top1_hits"]
+        if tuple(hits.shape) != n or tuple(top1.shape) != n[1:] or int(sums["count"]) < 0:
+            raise ValueError(f"sums of shape {tuple(hits.shape)}, not {n}")
+        self.hits = {t: hits[i].double().numpy().copy() for i, t in enumerate(self.iou_thresholds)}
+        self.top1_hits = top1.double().numpy().copy()
+        self.count = int(sums["count"])
+
     def compute(self) -> dict:
         if self.count == 0:
             return {}

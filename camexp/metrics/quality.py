@@ -22,7 +22,10 @@ from camexp.metrics.localization import (
     BoxAccumulator,
     scoremaps,
 )
+from camexp.metrics.partial import PartialState, weights_key
 from camexp.run.progress import track
+
+FAITH_NAMES = ("avg_drop", "increase_conf", "deletion_auc", "insertion_auc")
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,10 @@ class CamQuality:
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
-    def __call__(self, model, data, device, prefix: str = "test") -> dict:
+    def __call__(self, model, data, device, prefix="test", partial: str | None = None) -> dict:
+        """The metrics; with ``partial`` (a file in the run folder) the sums are kept there as
+        they grow, and a call that finds the file of the same weights and options continues from
+        the batch it reached (camexp.metrics.partial)."""
         boxes = getattr(data, "test_boxes", None)
         do_boxes = self.localization and boxes is not None
         do_faith = self.faithfulness and self.images != 0
@@ -109,12 +115,13 @@ class CamQuality:
         started = time.perf_counter()
         try:
             out = {}
+            loader = getattr(data, "box_test", None)  # folder data: boxes in box_size frame
+            state = self.partial_state(model, (loader or data.test, data.test), partial)
             if do_boxes:
-                loader = getattr(data, "box_test", None)  # folder data: boxes in box_size frame
                 frame = self.box_size if loader is not None else None
-                out = self.localize(model, loader or data.test, boxes, device, frame)
+                out = self.localize(model, loader or data.test, boxes, device, frame, state)
             if do_faith and out is not None:
-                faith = self.faithful(model, data, device)
+                faith = self.faithful(model, data, device, state)
                 out = None if faith is None else {**out, **faith}
         finally:
             model.train(was_training)
@@ -124,32 +131,74 @@ class CamQuality:
         log.info("CAM quality in %.1fs: %s", time.perf_counter() - started, out)
         return {f"{prefix}/{k}": v for k, v in out.items()}
 
-    def localize(self, model, loader, boxes, device, frame: int | None = None) -> dict | None:
+    def partial_state(self, model, loaders, path: str | None) -> PartialState:
+        """The sums saved at ``path`` (nothing without a path), keyed by the weights, the options
+        and the loaders' batch count and size: the batches to skip must be the same batches."""
+        if not path:
+            return PartialState(None, "")
+        shapes = [(len(d) if hasattr(d, "__len__") else None, getattr(d, "batch_size", None))
+                  for d in loaders]  # fmt: skip
+        return PartialState(path, weights_key(model, self.options(), shapes))
+
+    def options(self) -> tuple:
+        """Every option the sums depend on (part of the partial file's key)."""
+        return (self.localization, self.faithfulness, self.images, self.box_size,
+                self.cam_curve_interval, self.iou_thresholds, self.box_convention, self.protocol,
+                self.deletion_step, self.insertion_blur_sigma, self.insertion_blur_taps,
+                self.batch_size)  # fmt: skip
+
+    def localize(
+        self, model, loader, boxes, device, frame: int | None = None, state=None
+    ) -> dict | None:
         """MaxBoxAccV2 on the CAM of the label, every image of ``loader``, scored in a ``frame`` x
-        ``frame`` map (None: the image's size) where ``boxes`` lie; None without a CAM."""
-        acc = BoxAccumulator(self.cam_curve_interval, self.iou_thresholds, self.box_convention)
-        seen = 0
-        for images, labels in track(loader, "CAM quality: boxes"):
+        ``frame`` map (None: the image's size) where ``boxes`` lie; None without a CAM. ``state``
+        (a PartialState) keeps the sums batch by batch and gives back the saved ones."""
+
+        def accumulator(sums=None):
+            acc = BoxAccumulator(self.cam_curve_interval, self.iou_thresholds, self.box_convention)
+            if sums is not None:
+                acc.restore(sums)  # ValueError when they do not fit these options
+                if not 0 <= int(sums["batches"]) <= int(sums["seen"]) == acc.count:
+                    raise ValueError("batches and images do not add up")
+            return acc
+
+        state = state or PartialState(None, "")
+        saved = state.phase("boxes", accumulator)
+        acc = accumulator(saved)
+        done, seen = (int(saved["batches"]), int(saved["seen"])) if saved else (0, 0)
+        size = None
+        for batch, (images, labels) in enumerate(track(loader, "CAM quality: boxes")):
+            size = images.shape[-2:] if frame is None else (frame, frame)
+            if batch < done:  # summed before the stop
+                continue
             images, labels = images.to(device).float(), labels.to(device)
             out = model(images)
             if out.fc_weight is None:
                 return None
             cams = target_cam(out.features.float(), out.fc_weight.float(), labels)  # (B, h, w)
-            size = images.shape[-2:] if frame is None else (frame, frame)
             maps = scoremaps(cams, size)  # (B, H, W) in [0, 1], as wsolevaluation's cv2.resize
             correct = (out.logits.argmax(1) == labels).cpu().numpy()
             acc.add(maps.cpu().numpy(), boxes[seen : seen + len(labels)], correct)
             seen += len(labels)
+            state.update("boxes", {**acc.sums(), "batches": batch + 1, "seen": seen})
+        if "boxes" in state.state:
+            state.update("boxes", state.state["boxes"], force=True)
         return {**acc.compute(), "box_size": int(size[-1])} if seen else acc.compute()
 
-    def faithful(self, model, data, device) -> dict | None:
+    def faithful(self, model, data, device, state=None) -> dict | None:
         """Drop / increase and deletion / insertion on the first ``images`` test images (all when
-        None); None without a CAM."""
-        faith: dict[str, list] = {}
-        seen, limit = 0, float("inf") if self.images is None else self.images
-        for images, labels in track(data.test, "CAM quality: faithfulness"):
+        None); None without a CAM. ``state`` (a PartialState) keeps the per-image values batch
+        by batch and gives back the saved ones."""
+        state = state or PartialState(None, "")
+        saved = state.phase("faith", faith_sums_fit)
+        faith: dict[str, list] = {n: [v] for n, v in saved["values"].items()} if saved else {}
+        done, seen = (int(saved["batches"]), int(saved["seen"])) if saved else (0, 0)
+        limit = float("inf") if self.images is None else self.images
+        for batch, (images, labels) in enumerate(track(data.test, "CAM quality: faithfulness")):
             if seen >= limit:
                 break
+            if batch < done:  # measured before the stop
+                continue
             k = int(min(len(labels), limit - seen))
             images, labels = images[:k].to(device).float(), labels[:k].to(device)
             out = model(images)
@@ -163,14 +212,19 @@ class CamQuality:
                 part = slice(start, min(k, start + self.batch_size))
                 args = (model, images[part], classes[part], maps[part], data.mean, data.std)
                 for name, v in drop_and_increase(*args).items():
-                    faith.setdefault(name, []).append(v)
+                    faith.setdefault(name, []).append(v.cpu())
                 di = deletion_insertion(
                     *args, protocol=self.protocol, step=self.deletion_step,
                     blur_sigma=self.insertion_blur_sigma, blur_taps=self.insertion_blur_taps,
                 )  # fmt: skip
                 for name in ("deletion_auc", "insertion_auc"):
-                    faith.setdefault(name, []).append(di[name])
+                    faith.setdefault(name, []).append(di[name].cpu())
             seen += k
+            values = {name: torch.cat(parts) for name, parts in faith.items()}
+            faith = {name: [v] for name, v in values.items()}
+            state.update("faith", {"batches": batch + 1, "seen": seen, "values": values})
+        if "faith" in state.state:
+            state.update("faith", state.state["faith"], force=True)
         result = {}
         for name, parts in faith.items():
             value = torch.cat(parts).float().mean().item()
@@ -178,3 +232,14 @@ class CamQuality:
         if faith:
             result["faithfulness_images"] = int(torch.cat(faith["avg_drop"]).numel())
         return result
+
+
+def faith_sums_fit(sums: dict) -> bool:
+    """Saved faithfulness values: one float per image seen for each metric, batches <= images."""
+    values, seen = sums["values"], int(sums["seen"])
+    return (
+        0 <= int(sums["batches"]) <= seen
+        and isinstance(values, dict)
+        and set(values) == set(FAITH_NAMES)
+        and all(torch.is_tensor(v) and v.dim() == 1 and v.numel() == seen for v in values.values())
+    )

@@ -36,8 +36,9 @@ VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "amp", "epochs")
 ADDED_KEYS = {"erasing": {"prob": 0.0}}
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+def save_checkpoint(path: str, state: dict, fmt: str = FORMAT) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``; ``fmt``
+    tags the file (a checkpoint unless another kind of state says otherwise).
 
     A kill at any moment leaves either the old or the new file, never a torn one.
     """
@@ -47,7 +48,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     try:
         shareable(fd)
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save({**state, "format": fmt}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

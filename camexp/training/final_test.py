@@ -31,7 +31,10 @@ def final_test(trainer: Trainer) -> dict:
     if grid is not None:
         trainer.pictures.save(grid, os.path.join(trainer.run_dir, "cams.png"))
     if trainer.cam_quality is not None:  # with the last weights, like test/acc1
-        metrics.update(trainer.cam_quality(trainer.model, trainer.data, trainer.device))
+        partial = trainer.checkpoint_path("cam_quality_partial")  # a stop resumes it there
+        metrics.update(
+            trainer.cam_quality(trainer.model, trainer.data, trainer.device, partial=partial)
+        )
     if selection == "val":  # the best-on-val weights; without a val split there are none
         metrics.update(test_best(trainer))
     metrics.pop("test/images_per_s", None)
