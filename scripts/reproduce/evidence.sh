@@ -8,15 +8,17 @@
 #   scripts/reproduce/evidence.sh --tables classification  # one table
 #   scripts/reproduce/evidence.sh --report-only            # the tables only
 #   JOBS=1 THREADS=2 scripts/reproduce/evidence.sh         # one job on both cores
-# Stop it with Ctrl-C or SIGTERM: the running jobs save last.pt and the same command resumes them
-# in this checkout (the scratch folder, outputs/evidence, is not committed: a fresh clone restarts
-# an unfinished run from its first epoch).
+# Stop it with Ctrl-C or SIGTERM: the running jobs save last.pt (and, in the final test, the CAM
+# metrics' sums so far) and the same command resumes them in this checkout (the scratch folder,
+# outputs/evidence, is not committed: a fresh clone restarts an unfinished run from its first
+# epoch).
 # Runtime, one thread per run, in CPU-hours as each table's tables.md section states them.
 # AVX2 EPYC (family 23): classification 11.3 + 6.1, transfer sources 2.4, few-shot ~0.9 per run.
 # Intel Xeon with AMX (family 6 model 207), 3-4x faster per run: KD teacher 0.58, the 18 KD
 # students 1.19, transfer 0.49, from-scratch 0.18, few-shot ~0.25 per run; CAM quality ~2.6 per
 # run (15 epochs at ~7 min beside another job, then ~50 min of metrics on all 10,000 test
-# canvases), so a pair of CAM-quality runs needs one whole session. On one GPU: minutes
+# canvases; 7.5-8.5 min per epoch on a slower day of the same machine), so a pair of
+# CAM-quality runs needs about one whole session; a stop resumes it. On one GPU: minutes
 # (scripts/device/gpu_session.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
