@@ -15,7 +15,9 @@ process per run, ``--jobs`` at a time with ``--threads`` OpenMP threads each. A 
   written into a temporary folder and renamed into place, so a kill at any moment leaves either
   the whole run or none of it.
 - **cut off**: its scratch folder (``SCRATCH/<table>/<run>/``, not committed) holds
-  checkpoints/last.pt: ``camexp resume=SCRATCH/...`` continues it exactly.
+  checkpoints/last.pt: ``camexp resume=SCRATCH/...`` continues it exactly (a run stopped in its
+  final test's CAM metrics also continues those at the batch its
+  checkpoints/cam_quality_partial.pt reached).
 - **anything else** (never started, or killed before its first checkpoint): its scratch folder is
   removed and the run starts from nothing.
 
