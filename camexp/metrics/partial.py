@@ -92,3 +92,13 @@ class PartialState:
         if self.path and (force or time.monotonic() - self.saved_at >= SAVE_EVERY_S):
             save_checkpoint(self.path, {"key": self.key, "phases": self.state}, fmt=FORMAT)
             self.saved_at = time.monotonic()
+
+    def flush(self, name: str) -> None:
+        """Write phase ``name``'s last sums now (a phase's end), if it noted any."""
+        if name in self.state:
+            self.update(name, self.state[name], force=True)
+
+
+def no_file() -> PartialState:
+    """A state that keeps its sums in memory only (a final test without a run folder)."""
+    return PartialState(None, "")

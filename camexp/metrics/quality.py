@@ -22,7 +22,7 @@ from camexp.metrics.localization import (
     BoxAccumulator,
     scoremaps,
 )
-from camexp.metrics.partial import PartialState, weights_key
+from camexp.metrics.partial import PartialState, no_file, weights_key
 from camexp.run.progress import track
 
 FAITH_NAMES = ("avg_drop", "increase_conf", "deletion_auc", "insertion_auc")
@@ -135,7 +135,7 @@ class CamQuality:
         """The sums saved at ``path`` (nothing without a path), keyed by the weights, the options
         and the loaders' batch count and size: the batches to skip must be the same batches."""
         if not path:
-            return PartialState(None, "")
+            return no_file()
         shapes = [(len(d) if hasattr(d, "__len__") else None, getattr(d, "batch_size", None))
                   for d in loaders]  # fmt: skip
         return PartialState(path, weights_key(model, self.options(), shapes))
@@ -162,7 +162,7 @@ class CamQuality:
                     raise ValueError("batches and images do not add up")
             return acc
 
-        state = state or PartialState(None, "")
+        state = state or no_file()
         saved = state.phase("boxes", accumulator)
         acc = accumulator(saved)
         done, seen = (int(saved["batches"]), int(saved["seen"])) if saved else (0, 0)
@@ -181,15 +181,14 @@ class CamQuality:
             acc.add(maps.cpu().numpy(), boxes[seen : seen + len(labels)], correct)
             seen += len(labels)
             state.update("boxes", {**acc.sums(), "batches": batch + 1, "seen": seen})
-        if "boxes" in state.state:
-            state.update("boxes", state.state["boxes"], force=True)
+        state.flush("boxes")
         return {**acc.compute(), "box_size": int(size[-1])} if seen else acc.compute()
 
     def faithful(self, model, data, device, state=None) -> dict | None:
         """Drop / increase and deletion / insertion on the first ``images`` test images (all when
         None); None without a CAM. ``state`` (a PartialState) keeps the per-image values batch
         by batch and gives back the saved ones."""
-        state = state or PartialState(None, "")
+        state = state or no_file()
         saved = state.phase("faith", faith_sums_fit)
         faith: dict[str, list] = {n: [v] for n, v in saved["values"].items()} if saved else {}
         done, seen = (int(saved["batches"]), int(saved["seen"])) if saved else (0, 0)
@@ -223,8 +222,7 @@ class CamQuality:
             values = {name: torch.cat(parts) for name, parts in faith.items()}
             faith = {name: [v] for name, v in values.items()}
             state.update("faith", {"batches": batch + 1, "seen": seen, "values": values})
-        if "faith" in state.state:
-            state.update("faith", state.state["faith"], force=True)
+        state.flush("faith")
         result = {}
         for name, parts in faith.items():
             value = torch.cat(parts).float().mean().item()
