@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from camexp.data.memory import random_crop, random_hflip
 from camexp.engine import autocast, evaluate
 from camexp.precision import cpu_flags, cpu_native_bf16
+from camexp.run.checkpoint import without_added_defaults
 from camexp.run.machine import cpu_name
 from camexp.run.record import RunRecord
 from camexp.training.data import build_data
@@ -210,7 +211,10 @@ def table(runs: dict, ref_s: float, header: list[str]) -> str:
 
 def run_identity(args, seed: int, device) -> dict:
     """What a cached seed must match to be reused: the recipe, the measurement and the machine."""
-    recipe = OmegaConf.to_yaml(compose_cfg([*args.overrides, f"seed={seed}"]))  # yaml edits too
+    # yaml edits count too; a config block added later, while it is off, does not (the cached
+    # seeds before it were trained as it does nothing)
+    composed = OmegaConf.to_container(compose_cfg([*args.overrides, f"seed={seed}"]))
+    recipe = OmegaConf.to_yaml(OmegaConf.create(without_added_defaults(composed)))
     return {"overrides": list(args.overrides), "recipe": recipe, "seed": seed,
             "trained_by": "camexp.training.wiring.train",  # not the former copy of the loop
             "eval_every": args.eval_every,

@@ -9,12 +9,19 @@ gets one random flip bit, drawn once from the seed; even epochs (the first is 0)
 as that bit says, odd epochs the other way round. Every image is seen both ways within any two
 consecutive epochs, where independent random flips repeat an orientation a quarter of the time.
 ``erasing`` (camexp/data/erasing.py) erases one random box per normalised training image.
+``progressive`` (camexp/data/progressive.py) shrinks the training batches early in the ``epochs``
+of the run, by the fraction of its batches already taken.
 """
+
+import logging
 
 import torch
 
 from camexp.data.erasing import Erasing, random_erase
+from camexp.data.progressive import Progressive, resize_batch
 from camexp.errors import UserError
+
+log = logging.getLogger(__name__)
 
 FLIP_MODES = (False, True, "alternate")
 
@@ -39,6 +46,8 @@ class InMemoryLoader:
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
         erasing: Erasing | None = None,
+        progressive: Progressive | None = None,
+        epochs: int = 1,
     ):
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8 (N, C, H, W)
@@ -53,6 +62,9 @@ class InMemoryLoader:
         self.hflip = hflip if train else False
         self.drop_last = drop_last
         self.erasing = erasing if train else None  # after normalisation, as timm
+        self.progressive = progressive if train else None  # last: the batch as it is yielded
+        self.epochs = max(int(epochs), 1)
+        self.logged_size = None  # the progressive size last logged
         self.channels_last = channels_last
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255.0
@@ -80,6 +92,16 @@ class InMemoryLoader:
     def __len__(self) -> int:
         n, per_step = len(self.labels), self.batch_size * self.world
         return n // per_step if self.drop_last else -(-n // per_step)
+
+    def train_size(self, batch_index: int, height: int, width: int) -> tuple[int, int]:
+        """The progressive size of batch ``batch_index`` of the epoch begun last."""
+        taken = (self.epochs_begun - 1) * len(self) + batch_index
+        size = self.progressive.size(height, width, taken / (self.epochs * len(self)))
+        if size != self.logged_size:
+            log.info("progressive resizing: training at %dx%d px from epoch %d, batch %d",
+                     *size, self.epochs_begun, batch_index)  # fmt: skip
+            self.logged_size = size
+        return size
 
     def state_dict(self) -> dict:
         """Where the epoch stands: resuming from it replays the rest of the epoch exactly."""
@@ -127,6 +149,8 @@ class InMemoryLoader:
             images = (images - self.mean) / self.std
             if self.erasing is not None:
                 images = random_erase(images, self.erasing, self.aug_generator)
+            if self.progressive is not None:
+                images = resize_batch(images, self.train_size(batch_index, *images.shape[-2:]))
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

@@ -33,7 +33,7 @@ VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "amp", "epochs")
 # Config blocks added after runs were trained without them, with the values that mean "as
 # before the block existed": a run whose saved config lacks the block resumes when this
 # checkout's block has those values, and is refused otherwise, as any changed setting.
-ADDED_KEYS = {"erasing": {"prob": 0.0}}
+ADDED_KEYS = {"erasing": {"prob": 0.0}, "progressive": {"initial_scale": 1.0}}
 
 
 def save_checkpoint(path: str, state: dict, fmt: str = FORMAT) -> None:
@@ -112,6 +112,12 @@ def as_before(dotted: str, value) -> bool:
         and isinstance(value, dict)
         and all(value.get(k) == v for k, v in before.items())
     )
+
+
+def without_added_defaults(config: dict) -> dict:
+    """``config`` (a plain dict) less the top-level ADDED_KEYS blocks at their "as before" values:
+    what a record of a recipe keeps, so that adding a block changes no earlier record."""
+    return {k: v for k, v in config.items() if not as_before(k, v)}
 
 
 def file_sha256(path: str) -> str:

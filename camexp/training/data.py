@@ -13,6 +13,7 @@ from camexp.data.boxes import folder_test_boxes
 from camexp.data.erasing import erasing_of
 from camexp.data.folder import box_transform, folder_loader, folder_transform
 from camexp.data.memory import InMemoryLoader
+from camexp.data.progressive import progressive_of
 from camexp.data.sources import ArraySplit, split_train_val
 from camexp.errors import UserError
 from camexp.run.distributed import local_batch, rank, world_size
@@ -68,7 +69,7 @@ def build_data(cfg: DictConfig, device: torch.device) -> Data:
         full.images[train_idx], full.labels[train_idx], local_batch(int(cfg.batch_size)),
         train=True, crop_padding=int(d.crop_padding), hflip=d.hflip, drop_last=True,
         seed=int(cfg.seed), shard=(rank(), world_size()), erasing=erasing_of(cfg.get("erasing")),
-        **common,
+        progressive=progressive_of(cfg.get("progressive")), epochs=int(cfg.epochs), **common,
     )  # fmt: skip
     if len(train) == 0:
         raise UserError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images")
@@ -95,6 +96,11 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     """Folder datasets: DataLoader workers, ImageNet-style transforms, val held out of train."""
     d = cfg.dataset
     size, mean, std = int(d.image_size), tuple(d.mean), tuple(d.std)
+    if progressive_of(cfg.get("progressive")) is not None:
+        raise UserError(
+            f"progressive resizing is implemented for in-memory datasets only, not {d.name}'s "
+            "image folders; leave progressive.initial_scale at 1"
+        )
     test_set = load_source(d, "test")
     if list(train_set.classes) != list(test_set.classes):
         raise UserError(f"the train and test splits of {d.name} have different classes")
