@@ -100,10 +100,10 @@ def test_off_is_none_and_an_old_run_without_the_block_resumes_only_while_it_is_o
     assert config_difference({}, on) == ["progressive"]
 
 
-def _camexp(tmp_path, *overrides):
+def _camexp(tmp_path, *overrides, dataset="digits28"):
     env = {**os.environ, "CAMEXP_OUTPUT_DIR": str(tmp_path / "out"), "HYDRA_FULL_ERROR": ""}
     return subprocess.run(
-        [sys.executable, "-m", "camexp", "debug=smoke", "dataset=digits28", "backbone=airnet",
+        [sys.executable, "-m", "camexp", "debug=smoke", f"dataset={dataset}", "backbone=airnet",
          "progress=false", "tensorboard=false", "metrics=none", *overrides],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
@@ -117,6 +117,17 @@ def test_bad_settings_on_the_command_line_exit_2_with_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     left = list((tmp_path / "out").rglob("results.json")) if (tmp_path / "out").exists() else []
     assert not left  # nothing a report would list
+
+
+def test_an_image_folder_dataset_refuses_the_option_with_one_line(tmp_path):
+    from conftest import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "folder", classes=2, per_class=4, size=8)
+    done = _camexp(tmp_path, f"dataset.root={root}", "dataset.workers=0", "dataset.image_size=8",
+                   "progressive.initial_scale=0.5", dataset="imagefolder")  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "in-memory datasets only" in done.stderr and "Traceback" not in done.stderr
+    assert not list((tmp_path / "out").rglob("results.json"))
 
 
 def test_a_camexp_run_with_progressive_resizing_trains_and_tests(tmp_path):
