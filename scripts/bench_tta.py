@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from camexp.data.memory import random_crop, random_hflip
+from camexp.data.progressive import resize_batch
 from camexp.engine import autocast, evaluate
 from camexp.precision import cpu_flags, cpu_native_bf16
 from camexp.run.checkpoint import without_added_defaults
@@ -92,12 +93,15 @@ class Reference:
         self.speeds.append(self.steps * REF_BATCH / (time.perf_counter() - start))
 
 
-def training_flops(model, objective, regularizer, loader, amp) -> int:
-    """FLOPs of one training step (forward, loss, backward) on a copy of the model."""
+def training_flops(model, objective, regularizer, loader, amp, size=None) -> int:
+    """FLOPs of one training step (forward, loss, backward) on a copy of the model, on a batch
+    of ``loader`` resized to ``size`` (None: as the loader gives it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = copy.deepcopy(model).train()
     images, labels = next(iter(loader))
+    if size is not None:
+        images = resize_batch(images, size)
     images, targets = regularizer(images, labels)
     with FlopCounterMode(display=False) as counter:
         with autocast(images.device, amp):
@@ -137,10 +141,18 @@ class Measure:
         shown = "  ".join(f"{k}={v:.2f}" for k, v in out.items())
         print(f"seed {self.seed} epoch {epoch}: {shown}", file=sys.stderr, flush=True)
         if last:
-            steps = len(trainer.data.train) * trainer.epochs
-            self.flops = steps * training_flops(trainer.model, trainer.objective,
-                                                trainer.regularizer, trainer.data.train,
-                                                trainer.amp_dtype)  # fmt: skip
+            self.flops = run_flops(trainer)
+
+
+def run_flops(trainer) -> int:
+    """The training FLOPs of the whole run: one step's at each batch size the run trains at
+    (progressive resizing: smaller early), times its steps at that size."""
+    loader = trainer.data.train
+    parts = (trainer.model, trainer.objective, trainer.regularizer, loader, trainer.amp_dtype)
+    if not hasattr(loader, "step_sizes"):  # a folder loader: one size throughout
+        return len(loader) * trainer.epochs * training_flops(*parts)
+    return sum(steps * training_flops(*parts, size=size)
+               for size, steps in loader.step_sizes().items())  # fmt: skip
 
 
 def run_seed(overrides: list[str], seed: int, reference: Reference, run_dir: str,

@@ -57,6 +57,9 @@ def test_the_loader_shrinks_training_batches_by_the_batches_taken_over_all_epoch
     sides = [images.shape[-1] for _ in range(2) for images, _ in loader]
     # t = 0 .. 0.5: 16; t = 0.625: scale 0.7083 -> 4.958 -> 20; t = 0.75: 0.9167 -> 6.417 -> 24
     assert sides == [16, 16, 16, 16, 16, 20, 24, 28]
+    # what a benchmark counts the run's FLOPs from: the same sizes, without training
+    assert _loader(COMPOSER).step_sizes() == {(16, 16): 5, (20, 20): 1, (24, 24): 1, (28, 28): 1}
+    assert _loader(None).step_sizes() == {(28, 28): 8}
     assert all(images.shape[-1] == 28 for images, _ in _loader(COMPOSER, train=False))
 
 

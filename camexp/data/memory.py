@@ -14,6 +14,7 @@ of the run, by the fraction of its batches already taken.
 """
 
 import logging
+from collections import Counter
 
 import torch
 
@@ -102,6 +103,15 @@ class InMemoryLoader:
                      *size, self.epochs_begun, batch_index)  # fmt: skip
             self.logged_size = size
         return size
+
+    def step_sizes(self) -> Counter:
+        """How many training steps of the whole run see each (height, width): the cost of a run
+        whose early batches are smaller (a benchmark's FLOPs)."""
+        full = tuple(self.images.shape[-2:])
+        if self.progressive is None:
+            return Counter({full: self.epochs * len(self)})
+        total = self.epochs * len(self)
+        return Counter(self.progressive.size(*full, step / total) for step in range(total))
 
     def state_dict(self) -> dict:
         """Where the epoch stands: resuming from it replays the rest of the epoch exactly."""
