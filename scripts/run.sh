@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up (idempotent) and run camexp with the given overrides, passed on unchanged:
-# plain `camexp` is the main job (configs/experiment/fashion_airnet.yaml), so an override changes
+# plain `camexp` is the main job (configs/experiment/fashion_main.yaml), so an override changes
 # that recipe in what it names and nothing else.
 #   scripts/run.sh                        AirNet + CAM-loss on Fashion-MNIST (the main job)
 #   scripts/run.sh loss.cam.weight=0      the CE baseline: the main job without CAM-loss
