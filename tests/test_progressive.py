@@ -88,7 +88,8 @@ def test_a_shrunk_batch_is_the_plain_batch_resized_and_resume_gives_the_same_bat
      ({"initial_scale": 0.5, "delay_fraction": 0.9}, "exceeds 1"),
      ({"initial_scale": 0.5, "finetune_fraction": -0.1}, "progressive.finetune_fraction=-0.1"),
      ({"initial_scale": 0.5, "size_increment": 0}, "progressive.size_increment=0"),
-     ({"initial_scale": "abc"}, "take a number")],
+     ({"initial_scale": "abc"}, "take a number"),
+     ({"initial_scale": 0.5, "size_increment": 4.5}, "a whole number of px")],
 )  # fmt: skip
 def test_bad_settings_are_one_line(block, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("+", r"\+")):

@@ -75,13 +75,16 @@ def progressive_of(config) -> Progressive | None:
         return None
     off = Progressive()  # the defaults live in one place
     try:
+        increment = float(config.get("size_increment", off.size_increment))
+        if not increment.is_integer():
+            raise ValueError(increment)
         found = Progressive(
             initial_scale=float(config.get("initial_scale", off.initial_scale)),
             delay_fraction=float(config.get("delay_fraction", off.delay_fraction)),
             finetune_fraction=float(config.get("finetune_fraction", off.finetune_fraction)),
-            size_increment=int(config.get("size_increment", off.size_increment)),
+            size_increment=int(increment),
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(
             "progressive.initial_scale, .delay_fraction and .finetune_fraction take a number and "
             ".size_increment a whole number of px, e.g. progressive.initial_scale=0.7"
