@@ -245,7 +245,10 @@ def compose(*overrides):
 
 def test_recipes_choose_precision_from_the_hardware():
     assert compose().amp == "auto"
-    assert compose().ema.decay == 0.0 and compose().tta == "none"  # options off by default
+    bare = compose("~experiment")  # config.yaml's own defaults: the options are off
+    assert bare.ema.decay == 0.0 and bare.tta == "none"
+    # the main job evaluates TTA beside test/* (issue 25); it trains nothing differently
+    assert compose().ema.decay == 0.0 and compose().tta == "flip_translate"
     assert compose("experiment=fashion_fast").amp == "auto"  # no 4-7x bf16 slowdown on AVX2
     main = compose("experiment=fashion_resnet20")
     assert main.amp == "auto" and main.backbone.name == "airnet" and main.loss.cam.weight == 1.0
