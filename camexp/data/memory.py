@@ -96,8 +96,7 @@ class InMemoryLoader:
 
     def train_size(self, batch_index: int, height: int, width: int) -> tuple[int, int]:
         """The progressive size of batch ``batch_index`` of the epoch begun last."""
-        taken = (self.epochs_begun - 1) * len(self) + batch_index
-        size = self.progressive.size(height, width, taken / (self.epochs * len(self)))
+        size = self.size_at((self.epochs_begun - 1) * len(self) + batch_index, height, width)
         if size != self.logged_size:
             log.info("progressive resizing: training at %dx%d px from epoch %d, batch %d",
                      *size, self.epochs_begun, batch_index)  # fmt: skip
@@ -108,10 +107,14 @@ class InMemoryLoader:
         """How many training steps of the whole run see each (height, width): the cost of a run
         whose early batches are smaller (a benchmark's FLOPs)."""
         full = tuple(self.images.shape[-2:])
-        if self.progressive is None:
-            return Counter({full: self.epochs * len(self)})
         total = self.epochs * len(self)
-        return Counter(self.progressive.size(*full, step / total) for step in range(total))
+        if self.progressive is None:
+            return Counter({full: total})
+        return Counter(self.size_at(step, *full) for step in range(total))
+
+    def size_at(self, step: int, height: int, width: int) -> tuple[int, int]:
+        """The progressive size of training step ``step`` of the run (0-based, all epochs)."""
+        return self.progressive.size(height, width, step / (self.epochs * len(self)))
 
     def state_dict(self) -> dict:
         """Where the epoch stands: resuming from it replays the rest of the epoch exactly."""
