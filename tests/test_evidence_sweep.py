@@ -1,9 +1,10 @@
 """The evidence sweep's resume logic (scripts/reproduce/evidence.py), with real camexp runs.
 
 A tiny sweep of two runs is stopped by a real SIGTERM while its second run trains (after that run
-saved a checkpoint), then the same command runs again. No run may be kept half (a folder without
-its files) or twice (trained again, or its epochs logged twice), and a third call with every run
-present trains nothing and rebuilds the same tables.
+saved a checkpoint), then the same command runs again on a fresh scratch folder (another clone,
+holding only what OUT committed: the parked copy of the cut-off run). No run may be kept half (a
+folder without its files) or twice (trained again, or its epochs logged twice), and a third call
+with every run present trains nothing and rebuilds the same tables.
 """
 
 import json
@@ -58,8 +59,8 @@ def _whole(out, run):
     assert sorted(epochs) == sorted(set(epochs)), f"{run}: an epoch logged twice: {epochs}"
 
 
-def test_killed_sweep_continues_without_counting_a_run_twice_or_half(tmp_path):
-    cmd, env, out, scratch = _driver(tmp_path)
+def test_killed_sweep_continues_on_another_clone_without_counting_a_run_twice_or_half(tmp_path):
+    cmd, env, out, scratch = _driver(tmp_path, "--park-every", "0.005")  # every 0.3 s
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     second_ckpt = scratch / "tiny" / RUNS[1] / "checkpoints" / "last.pt"
@@ -80,13 +81,24 @@ def test_killed_sweep_continues_without_counting_a_run_twice_or_half(tmp_path):
     first_kept = (out / "tiny" / RUNS[0] / "results.json").read_bytes()
     stopped = json.loads((scratch / "logs" / f"tiny__{RUNS[1]}.spent.json").read_text())
     assert stopped["starts"] == 1 and stopped["wall_s"] > 0, stopped
+    # Parked while it trained and again when stopped; the kept run's parked copy is gone.
+    assert f"parked tiny/{RUNS[0]}" in first_out and f"parked tiny/{RUNS[1]}" in first_out
+    assert f"stopped tiny/{RUNS[1]} (resumable and parked)" in first_out, first_out
+    parked = out / ".parked"
+    assert sorted(p.name for p in parked.iterdir()) == [f"tiny__{RUNS[1]}"]
+    assert (parked / f"tiny__{RUNS[1]}" / "checkpoints" / "last.pt").is_file()
+    assert not (parked / f"tiny__{RUNS[1]}" / ".lock").exists()
+    assert json.loads((parked / f"tiny__{RUNS[1]}" / "spent.json").read_text()) == stopped
+    assert "parked" not in tables  # a parked run is in no table
 
+    shutil.rmtree(scratch)  # another clone: only OUT, as committed, is there
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 of 2 runs finished, 1 to train" in second.stdout, second.stdout
     assert f"started tiny/{RUNS[0]}" not in second.stdout  # never trained twice
     log = (scratch / "logs" / f"tiny__{RUNS[1]}.log").read_text()
-    assert "resume=" in log, "the cut-off run was started afresh instead of resumed"
+    assert "resume=" in log and "resumed at epoch" in log, "the parked run was not resumed"
+    assert not any(parked.iterdir()), "a kept run's parked copy was left behind"
     for run in RUNS:
         _whole(out, run)
     assert (out / "tiny" / RUNS[0] / "results.json").read_bytes() == first_kept
@@ -334,3 +346,47 @@ def test_every_planned_run_passes_camexps_command_line_checks(tmp_path):
     for run in runs:
         cfg = compose_config(run.overrides)
         check_options(cfg, run.overrides, known_top_level_keys(cfg, run.overrides))
+
+
+def test_a_scratch_checkpoint_wins_over_a_parked_one_and_a_parked_cost_is_not_counted_twice(
+    tmp_path,
+):
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        import evidence
+        from evidence_plan import Run
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    run = Run(table="t", name="seed-0", overrides=["seed=0"])
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    parked = out / ".parked" / "t__seed-0"
+    (parked / "checkpoints").mkdir(parents=True)
+    (parked / "checkpoints" / "last.pt").write_bytes(b"parked")
+    (parked / "spent.json").write_text(json.dumps({"wall_s": 100.0, "starts": 2}))
+
+    # This clone's own, newer checkpoint is resumed as it is.
+    own = scratch / "t" / "seed-0" / "checkpoints"
+    own.mkdir(parents=True)
+    (own / "last.pt").write_bytes(b"own")
+    cmd = evidence.command(run, str(scratch), ["camexp"], str(out))
+    assert cmd == ["camexp", f"resume={scratch / 't' / 'seed-0'}"]
+    assert (own / "last.pt").read_bytes() == b"own"
+
+    # A fresh clone takes the parked folder and its cost, but no spent.json into the run folder.
+    shutil.rmtree(scratch)
+    cmd = evidence.command(run, str(scratch), ["camexp"], str(out))
+    assert cmd == ["camexp", f"resume={scratch / 't' / 'seed-0'}"]
+    assert (own / "last.pt").read_bytes() == b"parked"
+    assert not (scratch / "t" / "seed-0" / "spent.json").exists()
+    assert evidence.spent_before(str(scratch), run) == (100.0, 2)
+    # Restoring it again (its checkpoint deleted here) keeps this clone's larger count.
+    evidence.write_json(evidence.spent_path(str(scratch), run), {"wall_s": 150.0, "starts": 3})
+    (own / "last.pt").unlink()
+    evidence.command(run, str(scratch), ["camexp"], str(out))
+    assert evidence.spent_before(str(scratch), run) == (150.0, 3)
+
+    # Nothing parked, nothing here: a fresh start in an emptied folder.
+    shutil.rmtree(parked)
+    shutil.rmtree(scratch / "t")
+    cmd = evidence.command(run, str(scratch), ["camexp"], str(out))
+    assert cmd == ["camexp", "seed=0", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]

@@ -18,6 +18,12 @@ process per run, ``--jobs`` at a time with ``--threads`` OpenMP threads each. A 
   checkpoints/last.pt: ``camexp resume=SCRATCH/...`` continues it exactly (a run stopped in its
   final test's CAM metrics also continues those at the batch its
   checkpoints/cam_quality_partial.pt reached).
+- **parked**: a cut-off run's folder is also copied, with its cost so far, into
+  ``OUT/.parked/<table>__<run>/`` when the driver stops it and every ``--park-every`` minutes while
+  it trains (its latest last.pt, CAM-metric sums, config and log; about 5 MB). Committed, it lets
+  a fresh clone resume the run where this one left it: a run longer than a session still ends.
+  ``.parked`` is no table: nothing in it is reported, and keeping the run deletes it. A scratch
+  folder's own last.pt is newer and wins over a parked one.
 - **anything else** (never started, or killed before its first checkpoint): its scratch folder is
   removed and the run starts from nothing.
 
@@ -59,10 +65,60 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 EXIT_STOPPED = 75
 
 
-def command(run: Run, scratch: str, camexp: list) -> list:
-    """Resume from the scratch folder's last.pt, or start the run afresh in that folder."""
+PARKED = ".parked"  # OUT/.parked/<table>__<run>/: outside every table, like .partial
+PARK_SKIP = (".lock", "tensorboard", ".tmp-*", "*.tmp")  # a live lock, a half-written save
+SPENT = "spent.json"  # the parked run's cost so far, beside its folder's files
+
+
+def parked_folder(out: str, run: Run) -> str:
+    return os.path.join(out, PARKED, f"{run.table}__{run.name}")
+
+
+def park(run: Run, scratch: str, out: str, spent: dict) -> bool:
+    """Copy a cut-off run's scratch folder and its cost so far into OUT/.parked (a temporary
+    folder renamed into place): committed, it lets another clone resume the run. False when the
+    run has no checkpoint to resume from yet."""
+    source = os.path.join(scratch, run.table, run.name)
+    if not os.path.isfile(os.path.join(source, "checkpoints", "last.pt")):
+        return False
+    final = parked_folder(out, run)
+    tmp = final + ".tmp"
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp, symlinks=True, ignore=shutil.ignore_patterns(*PARK_SKIP))
+    write_json(os.path.join(tmp, SPENT), spent)
+    if os.path.lexists(final):
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return True
+
+
+def unpark(run: Run, scratch: str, out: str) -> bool:
+    """Restore a parked run into an empty scratch folder (a fresh clone): True when it did."""
+    parked = parked_folder(out, run)
     folder = os.path.join(scratch, run.table, run.name)
-    if os.path.isfile(os.path.join(folder, "checkpoints", "last.pt")):
+    if not os.path.isfile(os.path.join(parked, "checkpoints", "last.pt")):
+        return False
+    if os.path.lexists(folder):
+        shutil.rmtree(folder)
+    shutil.copytree(parked, folder, ignore=shutil.ignore_patterns(SPENT))
+    try:
+        with open(os.path.join(parked, SPENT)) as f:
+            spent = json.load(f)
+    except (OSError, ValueError):
+        return True
+    if spent_before(scratch, run)[1] < int(spent.get("starts", 0)):  # not this clone's own count
+        os.makedirs(os.path.dirname(spent_path(scratch, run)), exist_ok=True)
+        write_json(spent_path(scratch, run), spent)
+    return True
+
+
+def command(run: Run, scratch: str, camexp: list, out: str | None = None) -> list:
+    """Resume from the scratch folder's last.pt, else from OUT's parked copy of it, or start the
+    run afresh in that folder."""
+    folder = os.path.join(scratch, run.table, run.name)
+    last = os.path.join(folder, "checkpoints", "last.pt")
+    if os.path.isfile(last) or (out is not None and unpark(run, scratch, out)):
         return [*camexp, f"resume={folder}"]
     if os.path.lexists(folder):
         shutil.rmtree(folder)
@@ -86,6 +142,8 @@ def keep(run: Run, scratch: str, out: str, machine: dict) -> None:
         shutil.rmtree(final)
     os.makedirs(os.path.dirname(final), exist_ok=True)
     os.rename(partial, final)
+    if os.path.lexists(parked_folder(out, run)):  # kept whole: the parked copy is history
+        shutil.rmtree(parked_folder(out, run))
 
 
 def machine_of(threads: int, wall_s: float) -> dict:
@@ -131,10 +189,11 @@ def write_json(path: str, value: dict) -> None:
 class Sweep:
     """Up to ``jobs`` camexp processes at a time; a signal stops them all, resumably."""
 
-    def __init__(self, runs, out, scratch, camexp, jobs, threads):
+    def __init__(self, runs, out, scratch, camexp, jobs, threads, park_every_s=1800.0):
         self.pending = list(runs)
         self.out, self.scratch, self.camexp = out, scratch, camexp
         self.jobs, self.threads = jobs, threads
+        self.park_every_s, self.parked_at = park_every_s, time.time()
         self.running = {}  # Popen -> (Run, start time, log file, input sha256s)
         self.stopping = False
         self.failed = []
@@ -149,7 +208,7 @@ class Sweep:
                 proc.send_signal(signal.SIGTERM)
 
     def start(self, run: Run) -> None:
-        cmd = command(run, self.scratch, self.camexp)
+        cmd = command(run, self.scratch, self.camexp, self.out)
         logs = os.path.join(self.scratch, "logs")
         os.makedirs(logs, exist_ok=True)
         log = open(os.path.join(logs, f"{run.table}__{run.name}.log"), "a")
@@ -178,10 +237,20 @@ class Sweep:
             earlier, starts = spent_before(self.scratch, run)  # a resume adds to it
             spent = {"wall_s": earlier + spent, "starts": starts + 1}
             write_json(spent_path(self.scratch, run), spent)
-            print(f"evidence: stopped {run.table}/{run.name} (resumable)", flush=True)
+            where = " and parked" if park(run, self.scratch, self.out, spent) else ""
+            print(f"evidence: stopped {run.table}/{run.name} (resumable{where})", flush=True)
         else:
             self.failed.append(f"{run.table}/{run.name} (exit {rc}, see {log.name})")
             print(f"evidence: FAILED {self.failed[-1]}", file=sys.stderr, flush=True)
+
+    def park_running(self) -> None:
+        """Park every running run's latest checkpoint, counting this start as spent so far."""
+        self.parked_at = time.time()
+        for run, started, _, _ in self.running.values():
+            earlier, starts = spent_before(self.scratch, run)
+            spent = {"wall_s": earlier + time.time() - started, "starts": starts + 1}
+            if park(run, self.scratch, self.out, spent):
+                print(f"evidence: parked {run.table}/{run.name}", flush=True)
 
     def blocked(self) -> None:
         """Nothing runs and no pending run can start: what they read never completed."""
@@ -206,6 +275,8 @@ class Sweep:
             for proc in list(self.running):
                 if proc.poll() is not None:
                     self.reap(proc)
+            if self.park_every_s > 0 and time.time() - self.parked_at >= self.park_every_s:
+                self.park_running()
             time.sleep(0.2)
         if self.stopping:
             return EXIT_STOPPED
@@ -224,6 +295,9 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2)")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads per run (default: 1)")
     p.add_argument("--report-only", action="store_true", help="rebuild tables.md, train nothing")
+    p.add_argument("--park-every", type=float, default=30.0, metavar="MIN",
+                   help="copy running runs' checkpoints into OUT/.parked every MIN minutes "
+                   "(default: 30; 0: only when stopped)")  # fmt: skip
     p.add_argument("--camexp", default=f"{sys.executable} -m camexp", help="the entry point")
     p.add_argument("--report", default=f"{sys.executable} -m camexp.report.cli")
     args = p.parse_args(argv)
@@ -245,7 +319,9 @@ def main(argv=None) -> int:
           flush=True)  # fmt: skip
     rc = 0
     if todo and not args.report_only:
-        rc = Sweep(todo, args.out, args.scratch, args.camexp.split(), args.jobs, args.threads).run()
+        sweep = Sweep(todo, args.out, args.scratch, args.camexp.split(), args.jobs, args.threads,
+                      park_every_s=args.park_every * 60)  # fmt: skip
+        rc = sweep.run()
     path = write_tables(spec, plan(spec, None, args.out), args.out, args.report.split())
     print(f"evidence: tables in {path}", flush=True)
     return rc

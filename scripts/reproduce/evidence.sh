@@ -9,9 +9,10 @@
 #   scripts/reproduce/evidence.sh --report-only            # the tables only
 #   JOBS=1 THREADS=2 scripts/reproduce/evidence.sh         # one job on both cores
 # Stop it with Ctrl-C or SIGTERM: the running jobs save last.pt (and, in the final test, the CAM
-# metrics' sums so far) and the same command resumes them in this checkout (the scratch folder,
-# outputs/evidence, is not committed: a fresh clone restarts an unfinished run from its first
-# epoch).
+# metrics' sums so far) and the same command resumes them in this checkout. Each cut-off run is
+# also parked (copied, about 5 MB) into docs/measurements/evidence/.parked/ when stopped and every
+# 30 minutes (--park-every): commit that folder too, and a fresh clone resumes the run there
+# instead of restarting it (outputs/evidence, the scratch folder, is not committed).
 # Runtime, one thread per run, in CPU-hours as each table's tables.md section states them.
 # AVX2 EPYC (family 23): classification 11.3 + 6.1, transfer sources 2.4, few-shot ~0.9 per run.
 # Intel Xeon with AMX (family 6 model 207), 3-4x faster per run: KD teacher 0.58, the 18 KD
