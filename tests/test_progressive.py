@@ -123,6 +123,35 @@ def test_bad_settings_on_the_command_line_exit_2_with_one_line(tmp_path):
     assert not left  # nothing a report would list
 
 
+def test_a_first_size_too_small_for_the_net_is_one_line_before_any_step(tmp_path):
+    # 28 * 0.3 = 8.4 -> 8 px: AirNet's maps go 7 -> 3 -> 1 -> 0 (its third pool fails)
+    done = _camexp(tmp_path, "progressive.initial_scale=0.3")
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert "8x8 px" in errors[0] and "raise progressive.initial_scale" in errors[0], errors[0]
+    assert "Traceback" not in done.stderr
+    left = list((tmp_path / "out").rglob("results.json")) if (tmp_path / "out").exists() else []
+    assert not left
+
+
+def test_the_smallest_size_check_leaves_the_model_as_it_was():
+    from camexp.data.progressive import check_smallest_size
+    from camexp.models.airnet import AirNet
+
+    loader = _loader(COMPOSER)
+    model = AirNet(num_classes=10, in_chans=1).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_smallest_size(model, loader, torch.device("cpu"))  # 16 px: it fits
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no BN stats, no whitening
+    small = _loader(Progressive(initial_scale=0.25))
+    with pytest.raises(UserError, match="at 8x8 px"):
+        check_smallest_size(model.eval(), small, torch.device("cpu"))
+    assert not model.training  # restored to eval, as it was given
+
+
 def test_an_image_folder_dataset_refuses_the_option_with_one_line(tmp_path):
     from conftest import write_imagefolder
 

@@ -97,3 +97,27 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def check_smallest_size(model: torch.nn.Module, loader, device: torch.device) -> None:
+    """Stop a run whose first, smallest progressive batches the model cannot take (AirNet's
+    three pools need about 10 px), in one line before any step: a forward of two blank images
+    at that size in eval mode (no statistics or whitening fitted, the mode restored)."""
+    if getattr(loader, "progressive", None) is None:
+        return
+    channels, *full = loader.images.shape[-3:]
+    size = loader.size_at(0, *full)  # the scale only grows: the first step is the smallest
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, channels, *size, device=device))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"progressive.initial_scale={loader.progressive.initial_scale:g} trains the first "
+            f"batches at {size[0]}x{size[1]} px, which the model cannot take ({first}); raise "
+            "progressive.initial_scale"
+        ) from None
+    finally:
+        model.train(was_training)

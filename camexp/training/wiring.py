@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from camexp.data.progressive import check_smallest_size
 from camexp.engine import tta_level
 from camexp.models.ema import build_weight_average
 from camexp.models.teacher import check_teacher_terms, teacher_terms
@@ -119,6 +120,7 @@ def build_parts(cfg: DictConfig, record: RunRecord, task: TaskParts) -> Parts:
 
     # 4. model: the task's (surgery included), its checkpoint record, DDP under torchrun
     model, arch = task.model(cfg, data, objective.needs_cam, device)
+    check_smallest_size(model, data.train, device)  # progressive resizing's first batches
     meta = {**checkpoint_meta(cfg, data, model, arch), **task.meta}
     model = distributed.wrap(model, device)
 
