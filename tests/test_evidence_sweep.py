@@ -390,3 +390,24 @@ def test_a_scratch_checkpoint_wins_over_a_parked_one_and_a_parked_cost_is_not_co
     shutil.rmtree(scratch / "t")
     cmd = evidence.command(run, str(scratch), ["camexp"], str(out))
     assert cmd == ["camexp", "seed=0", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]
+
+
+def test_a_parked_folder_with_a_symlink_is_not_restored(tmp_path, capsys):
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        import evidence
+        from evidence_plan import Run
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    run = Run(table="t", name="seed-0", overrides=["seed=0"])
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    parked = out / ".parked" / "t__seed-0"
+    (parked / "checkpoints").mkdir(parents=True)
+    (parked / "checkpoints" / "last.pt").write_bytes(b"parked")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for a run folder")
+    (parked / "camexp.log").symlink_to(secret)
+    cmd = evidence.command(run, str(scratch), ["camexp"], str(out))
+    assert cmd == ["camexp", "seed=0", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]
+    assert "holds a symlink" in capsys.readouterr().err
+    assert not (scratch / "t" / "seed-0").exists()

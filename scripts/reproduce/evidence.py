@@ -99,6 +99,13 @@ def unpark(run: Run, scratch: str, out: str) -> bool:
     folder = os.path.join(scratch, run.table, run.name)
     if not os.path.isfile(os.path.join(parked, "checkpoints", "last.pt")):
         return False
+    links = [os.path.join(d, n) for d, dirs, files in os.walk(parked) for n in dirs + files
+             if os.path.islink(os.path.join(d, n))]  # fmt: skip
+    if links or os.path.islink(parked):  # a run folder is data: a link could copy in any file
+        where = (links or [parked])[0]
+        print(f"evidence: {parked} holds a symlink ({where}), which camexp never writes: "
+              "ignored, the run starts afresh", file=sys.stderr, flush=True)  # fmt: skip
+        return False
     if os.path.lexists(folder):
         shutil.rmtree(folder)
     shutil.copytree(parked, folder, ignore=shutil.ignore_patterns(SPENT))
