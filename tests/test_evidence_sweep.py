@@ -411,3 +411,37 @@ def test_a_parked_folder_with_a_symlink_is_not_restored(tmp_path, capsys):
     assert cmd == ["camexp", "seed=0", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]
     assert "holds a symlink" in capsys.readouterr().err
     assert not (scratch / "t" / "seed-0").exists()
+
+
+def test_a_cut_off_run_of_other_overrides_starts_afresh_here_or_parked(tmp_path, capsys):
+    """evidence.yaml changed since the run was cut off: resuming would train the old run under
+    the new name, so the scratch folder and a parked copy are both passed over."""
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        import evidence
+        from evidence_plan import Run
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    run = Run(table="t", name="seed-0", overrides=["seed=0", "epochs=4"])
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    fresh = ["camexp", "seed=0", "epochs=4", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]
+    for folder in (scratch / "t" / "seed-0", out / ".parked" / "t__seed-0"):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.pt").write_bytes(b"old")
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=0", "epochs=2"]))
+    assert evidence.command(run, str(scratch), ["camexp"], str(out)) == fresh
+    err = capsys.readouterr().err
+    assert "other overrides (seed=0 epochs=2)" in err and "starts afresh" in err, err
+    assert not (scratch / "t" / "seed-0").exists()  # emptied for the fresh start
+
+    parked = out / ".parked" / "t__seed-0"
+    assert evidence.command(run, str(scratch), ["camexp"], str(out)) == fresh
+    assert "other overrides" in capsys.readouterr().err
+    (parked / ".hydra" / "overrides.yaml").write_text("[unclosed")  # not what camexp writes
+    assert evidence.command(run, str(scratch), ["camexp"], str(out)) == fresh
+    assert "unreadable" in capsys.readouterr().err
+    # the same overrides in another order resume
+    (parked / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["epochs=4", "seed=0"]))
+    assert evidence.command(run, str(scratch), ["camexp"], str(out)) == [
+        "camexp", f"resume={scratch / 't' / 'seed-0'}"]  # fmt: skip

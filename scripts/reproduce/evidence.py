@@ -51,11 +51,13 @@ from evidence_plan import (
     FINISHED,
     KEPT_FILES,
     Run,
+    comparable,
     finished,
     input_hashes,
     kept_file,
     plan,
     ready,
+    saved_overrides,
     status_of,
 )
 from evidence_tables import write_tables
@@ -93,18 +95,41 @@ def park(run: Run, scratch: str, out: str, spent: dict) -> bool:
     return True
 
 
+def other_overrides(folder: str, run: Run) -> list | None:
+    """The overrides a cut-off run in ``folder`` was started with, when they are not the ones
+    evidence.yaml now asks for (resuming it would train the old run under the new name)."""
+    try:
+        saved = saved_overrides(folder)
+    except (yaml.YAMLError, TypeError, UnicodeDecodeError):  # not what camexp writes
+        return ["(an unreadable .hydra/overrides.yaml)"]
+    if saved is None or comparable(saved, run.refs) == comparable(run.overrides, run.refs):
+        return None
+    return saved
+
+
+def not_restorable(parked: str, run: Run) -> str | None:
+    """Why a parked folder cannot be resumed (None: it can). It is data from the repository: a
+    symlink (which camexp never writes) could copy any file in, other overrides another run."""
+    links = [os.path.join(d, n) for d, dirs, files in os.walk(parked) for n in dirs + files
+             if os.path.islink(os.path.join(d, n))]  # fmt: skip
+    if links or os.path.islink(parked):
+        return f"holds a symlink ({(links or [parked])[0]}), which camexp never writes"
+    saved = other_overrides(parked, run)
+    if saved is not None:
+        return f"was started with other overrides than evidence.yaml asks for ({' '.join(saved)})"
+    return None
+
+
 def unpark(run: Run, scratch: str, out: str) -> bool:
     """Restore a parked run into an empty scratch folder (a fresh clone): True when it did."""
     parked = parked_folder(out, run)
     folder = os.path.join(scratch, run.table, run.name)
     if not os.path.isfile(os.path.join(parked, "checkpoints", "last.pt")):
         return False
-    links = [os.path.join(d, n) for d, dirs, files in os.walk(parked) for n in dirs + files
-             if os.path.islink(os.path.join(d, n))]  # fmt: skip
-    if links or os.path.islink(parked):  # a run folder is data: a link could copy in any file
-        where = (links or [parked])[0]
-        print(f"evidence: {parked} holds a symlink ({where}), which camexp never writes: "
-              "ignored, the run starts afresh", file=sys.stderr, flush=True)  # fmt: skip
+    why = not_restorable(parked, run)
+    if why:
+        print(f"evidence: {parked} {why}: ignored, the run starts afresh", file=sys.stderr,
+              flush=True)  # fmt: skip
         return False
     if os.path.lexists(folder):
         shutil.rmtree(folder)
@@ -112,20 +137,25 @@ def unpark(run: Run, scratch: str, out: str) -> bool:
     try:
         with open(os.path.join(parked, SPENT)) as f:
             spent = json.load(f)
-    except (OSError, ValueError):
-        return True
-    if spent_before(scratch, run)[1] < int(spent.get("starts", 0)):  # not this clone's own count
+        wall, starts = float(spent["wall_s"]), int(spent["starts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # the checkpoint resumes; the cost of the earlier starts is unknown
+    if spent_before(scratch, run)[1] < starts:  # not this clone's own, larger count
         os.makedirs(os.path.dirname(spent_path(scratch, run)), exist_ok=True)
-        write_json(spent_path(scratch, run), spent)
+        write_json(spent_path(scratch, run), {"wall_s": wall, "starts": starts})
     return True
 
 
 def command(run: Run, scratch: str, camexp: list, out: str | None = None) -> list:
     """Resume from the scratch folder's last.pt, else from OUT's parked copy of it, or start the
-    run afresh in that folder."""
+    run afresh in that folder (also when the cut-off run had other overrides)."""
     folder = os.path.join(scratch, run.table, run.name)
     last = os.path.join(folder, "checkpoints", "last.pt")
-    if os.path.isfile(last) or (out is not None and unpark(run, scratch, out)):
+    saved = other_overrides(folder, run) if os.path.isfile(last) else None
+    if saved is not None:
+        print(f"evidence: {folder} holds a cut-off run of other overrides ({' '.join(saved)}): "
+              "it starts afresh", file=sys.stderr, flush=True)  # fmt: skip
+    elif os.path.isfile(last) or (out is not None and unpark(run, scratch, out)):
         return [*camexp, f"resume={folder}"]
     if os.path.lexists(folder):
         shutil.rmtree(folder)
