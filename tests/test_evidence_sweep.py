@@ -348,20 +348,28 @@ def test_every_planned_run_passes_camexps_command_line_checks(tmp_path):
         check_options(cfg, run.overrides, known_top_level_keys(cfg, run.overrides))
 
 
-def test_a_scratch_checkpoint_wins_over_a_parked_one_and_a_parked_cost_is_not_counted_twice(
-    tmp_path,
-):
+def _driver_parts(tmp_path, overrides=("seed=0",), parked_bytes=None):
+    """The driver module, one run ``t/seed-0``, OUT and SCRATCH, and its parked folder (holding
+    a last.pt of ``parked_bytes`` when given)."""
     sys.path.insert(0, os.path.dirname(DRIVER))
     try:
         import evidence
         from evidence_plan import Run
     finally:
         sys.path.remove(os.path.dirname(DRIVER))
-    run = Run(table="t", name="seed-0", overrides=["seed=0"])
+    run = Run(table="t", name="seed-0", overrides=list(overrides))
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     parked = out / ".parked" / "t__seed-0"
-    (parked / "checkpoints").mkdir(parents=True)
-    (parked / "checkpoints" / "last.pt").write_bytes(b"parked")
+    if parked_bytes is not None:
+        (parked / "checkpoints").mkdir(parents=True)
+        (parked / "checkpoints" / "last.pt").write_bytes(parked_bytes)
+    return evidence, run, out, scratch, parked
+
+
+def test_a_scratch_checkpoint_wins_over_a_parked_one_and_a_parked_cost_is_not_counted_twice(
+    tmp_path,
+):
+    evidence, run, out, scratch, parked = _driver_parts(tmp_path, parked_bytes=b"parked")
     (parked / "spent.json").write_text(json.dumps({"wall_s": 100.0, "starts": 2}))
 
     # This clone's own, newer checkpoint is resumed as it is.
@@ -393,17 +401,7 @@ def test_a_scratch_checkpoint_wins_over_a_parked_one_and_a_parked_cost_is_not_co
 
 
 def test_a_parked_folder_with_a_symlink_is_not_restored(tmp_path, capsys):
-    sys.path.insert(0, os.path.dirname(DRIVER))
-    try:
-        import evidence
-        from evidence_plan import Run
-    finally:
-        sys.path.remove(os.path.dirname(DRIVER))
-    run = Run(table="t", name="seed-0", overrides=["seed=0"])
-    out, scratch = tmp_path / "out", tmp_path / "scratch"
-    parked = out / ".parked" / "t__seed-0"
-    (parked / "checkpoints").mkdir(parents=True)
-    (parked / "checkpoints" / "last.pt").write_bytes(b"parked")
+    evidence, run, out, scratch, parked = _driver_parts(tmp_path, parked_bytes=b"parked")
     secret = tmp_path / "secret.txt"
     secret.write_text("not for a run folder")
     (parked / "camexp.log").symlink_to(secret)
@@ -416,16 +414,9 @@ def test_a_parked_folder_with_a_symlink_is_not_restored(tmp_path, capsys):
 def test_a_cut_off_run_of_other_overrides_starts_afresh_here_or_parked(tmp_path, capsys):
     """evidence.yaml changed since the run was cut off: resuming would train the old run under
     the new name, so the scratch folder and a parked copy are both passed over."""
-    sys.path.insert(0, os.path.dirname(DRIVER))
-    try:
-        import evidence
-        from evidence_plan import Run
-    finally:
-        sys.path.remove(os.path.dirname(DRIVER))
-    run = Run(table="t", name="seed-0", overrides=["seed=0", "epochs=4"])
-    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    evidence, run, out, scratch, parked = _driver_parts(tmp_path, ["seed=0", "epochs=4"])
     fresh = ["camexp", "seed=0", "epochs=4", f"hydra.run.dir={scratch / 't' / 'seed-0'}"]
-    for folder in (scratch / "t" / "seed-0", out / ".parked" / "t__seed-0"):
+    for folder in (scratch / "t" / "seed-0", parked):
         (folder / "checkpoints").mkdir(parents=True)
         (folder / "checkpoints" / "last.pt").write_bytes(b"old")
         (folder / ".hydra").mkdir()
@@ -435,7 +426,6 @@ def test_a_cut_off_run_of_other_overrides_starts_afresh_here_or_parked(tmp_path,
     assert "other overrides (seed=0 epochs=2)" in err and "starts afresh" in err, err
     assert not (scratch / "t" / "seed-0").exists()  # emptied for the fresh start
 
-    parked = out / ".parked" / "t__seed-0"
     assert evidence.command(run, str(scratch), ["camexp"], str(out)) == fresh
     assert "other overrides" in capsys.readouterr().err
     (parked / ".hydra" / "overrides.yaml").write_text("[unclosed")  # not what camexp writes
