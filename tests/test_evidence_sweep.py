@@ -435,3 +435,13 @@ def test_a_cut_off_run_of_other_overrides_starts_afresh_here_or_parked(tmp_path,
     (parked / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["epochs=4", "seed=0"]))
     assert evidence.command(run, str(scratch), ["camexp"], str(out)) == [
         "camexp", f"resume={scratch / 't' / 'seed-0'}"]  # fmt: skip
+
+
+def test_a_count_out_of_range_is_one_line_and_exit_2_writing_nothing(tmp_path):
+    for bad in (["--jobs", "0"], ["--threads", "-1"], ["--park-every", "-5"]):
+        cmd, env, out, scratch = _driver(tmp_path, *bad)
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{bad[0]} {float(bad[1]):g}" in lines[0], done.stderr
+        assert not out.exists() and not scratch.exists()

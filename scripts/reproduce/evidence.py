@@ -338,6 +338,13 @@ def main(argv=None) -> int:
     p.add_argument("--camexp", default=f"{sys.executable} -m camexp", help="the entry point")
     p.add_argument("--report", default=f"{sys.executable} -m camexp.report.cli")
     args = p.parse_args(argv)
+    limits = (("jobs", args.jobs, 1), ("threads", args.threads, 1),
+              ("park-every", args.park_every, 0))  # fmt: skip
+    bad = [f"--{name} {value:g}" for name, value, least in limits if not value >= least]
+    if bad:
+        print(f"evidence: {', '.join(bad)} is out of range: --jobs and --threads take 1 or more, "
+              "--park-every 0 (only when stopped) or more minutes", file=sys.stderr)  # fmt: skip
+        return 2
     with open(args.spec) as f:
         spec = yaml.safe_load(f)
     known = [t["name"] for t in spec["tables"]]
