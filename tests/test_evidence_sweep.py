@@ -445,3 +445,18 @@ def test_a_count_out_of_range_is_one_line_and_exit_2_writing_nothing(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{bad[0]} {float(bad[1]):g}" in lines[0], done.stderr
         assert not out.exists() and not scratch.exists()
+
+
+def test_a_park_that_fails_while_the_run_writes_its_folder_does_not_stop_the_sweep(
+    tmp_path, capsys, monkeypatch
+):
+    evidence, run, out, scratch, _ = _driver_parts(tmp_path)
+    sweep = evidence.Sweep([], str(out), str(scratch), ["camexp"], 1, 1)
+    sweep.running = {object(): (run, time.time(), None, {})}
+
+    def vanished(*args):
+        raise FileNotFoundError(2, "No such file or directory", "metrics.csv")
+
+    monkeypatch.setattr(evidence, "park", vanished)
+    sweep.park_running()  # no exception: the run goes on and is parked next time
+    assert "parking t/seed-0 failed" in capsys.readouterr().err

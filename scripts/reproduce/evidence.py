@@ -286,8 +286,12 @@ class Sweep:
         for run, started, _, _ in self.running.values():
             earlier, starts = spent_before(self.scratch, run)
             spent = {"wall_s": earlier + time.time() - started, "starts": starts + 1}
-            if park(run, self.scratch, self.out, spent):
-                print(f"evidence: parked {run.table}/{run.name}", flush=True)
+            try:  # the run writes its folder meanwhile: a file may go between list and copy
+                if park(run, self.scratch, self.out, spent):
+                    print(f"evidence: parked {run.table}/{run.name}", flush=True)
+            except (OSError, shutil.Error) as err:
+                print(f"evidence: parking {run.table}/{run.name} failed ({err}); next time again",
+                      file=sys.stderr, flush=True)  # fmt: skip
 
     def blocked(self) -> None:
         """Nothing runs and no pending run can start: what they read never completed."""
