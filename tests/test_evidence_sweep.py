@@ -91,7 +91,10 @@ def test_killed_sweep_continues_on_another_clone_without_counting_a_run_twice_or
     assert json.loads((parked / f"tiny__{RUNS[1]}" / "spent.json").read_text()) == stopped
     assert "parked" not in tables  # a parked run is in no table
 
-    shutil.rmtree(scratch)  # another clone: only OUT, as committed, is there
+    # Another clone, at another path: only OUT, as committed, is there.
+    shutil.rmtree(scratch)
+    scratch = tmp_path / "clone" / "scratch"
+    cmd[cmd.index("--scratch") + 1] = str(scratch)
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 of 2 runs finished, 1 to train" in second.stdout, second.stdout
