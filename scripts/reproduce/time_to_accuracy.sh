@@ -63,6 +63,12 @@ ENTRIES=(
   # of the batches at 24 px (~0.83x the fp32 FLOPs), so that 12 epochs fit 10 minutes on the
   # Zen 3 with a margin. Target 94.0 % test_tta, last weights.
   "main-12-progressive|0 1 2|4|${MAIN[*]} epochs=12 progressive.initial_scale=0.86"
+  # Declared at stop 37 (Zen 4, AMD EPYC family 25 model 17, bf16), before its runs: on this CPU
+  # target95-wide-long costs 0.65 reference epochs per epoch (seed 0, 8 epochs in 5.2), so its 40
+  # epochs (~26) exceed 18 here and it was stopped; an AirNet epoch of fashion_fast costs ~0.3.
+  # For 94.5 % in at most 6: fashion_fast's recipe on a cosine of 18 epochs (~5.4 reference
+  # epochs here). Target 94.5 % test_ema_tta, last epoch, mean of 3 seeds.
+  "target94.5-short|0 1 2|6|experiment=fashion_fast epochs=18"
 )
 
 selected() {  # NAME [PATTERN ...] -> 0 if a pattern matches NAME (no patterns: all)
