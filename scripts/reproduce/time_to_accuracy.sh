@@ -22,7 +22,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OPTS=(ema.decay=0.99 ema.every=5 tta=flip_translate)   # EMA and TTA are evaluated beside test/*
-MAIN=(experiment=fashion_resnet20 "${OPTS[@]}")         # the main job (8 AirNet epochs)
+MAIN=(experiment=fashion_resnet20 "${OPTS[@]}")         # the 8-epoch recipe (main job to stop 36)
 
 # name | seeds | eval every N epochs | overrides
 # Issue 25: every ablation has 3 seeds (one seed resolved nothing at stop 13), and the options it
