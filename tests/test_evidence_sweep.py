@@ -463,3 +463,28 @@ def test_a_park_that_fails_while_the_run_writes_its_folder_does_not_stop_the_swe
     monkeypatch.setattr(evidence, "park", vanished)
     sweep.park_running()  # no exception: the run goes on and is parked next time
     assert "parking t/seed-0 failed" in capsys.readouterr().err
+
+
+def test_a_run_kept_elsewhere_loses_its_stale_parked_copy_and_is_not_trained(tmp_path):
+    """A run finished on another clone or a GPU session while this clone had parked it: the
+    next sweep trains nothing and removes the parked copy (it would never be resumed)."""
+    cmd, env, out, _ = _driver(tmp_path)
+    sys.path.insert(0, os.path.dirname(DRIVER))
+    try:
+        from evidence_plan import plan
+    finally:
+        sys.path.remove(os.path.dirname(DRIVER))
+    for run in plan(yaml.safe_load(_spec(tmp_path).read_text()), None, str(out)):
+        folder = out / "tiny" / run.name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(run.overrides))
+        (folder / "results.json").write_text(json.dumps(
+            {"status": "completed", "metrics": {"test/acc1": 90.0}}))  # fmt: skip
+        (folder / "metrics.csv").write_text("epoch,val/acc1\n1,90.0\n")
+    stale = out / ".parked" / f"tiny__{RUNS[1]}"
+    (stale / "checkpoints").mkdir(parents=True)
+    (stale / "checkpoints" / "last.pt").write_bytes(b"old")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "2 of 2 runs finished, 0 to train" in done.stdout, done.stdout + done.stderr
+    assert f"tiny/{RUNS[1]} is kept: its parked copy removed" in done.stdout
+    assert not stale.exists() and "started" not in done.stdout

@@ -366,6 +366,12 @@ def main(argv=None) -> int:
     print(f"evidence: {len(runs) - len(todo)} of {len(runs)} runs finished, {len(todo)} to train",
           flush=True)  # fmt: skip
     rc = 0
+    if not args.report_only:
+        for run in runs:  # kept elsewhere (another clone, a GPU session): its parked copy is stale
+            if run not in todo and os.path.lexists(parked_folder(args.out, run)):
+                shutil.rmtree(parked_folder(args.out, run))
+                print(f"evidence: {run.table}/{run.name} is kept: its parked copy removed",
+                      flush=True)  # fmt: skip
     if todo and not args.report_only:
         sweep = Sweep(todo, args.out, args.scratch, args.camexp.split(), args.jobs, args.threads,
                       park_every_s=args.park_every * 60)  # fmt: skip
