@@ -111,6 +111,11 @@ def meta(model=None, dataset=None, **parts) -> dict:
         (meta(model={"image_size": -28}), "meta.model.image_size is -28"),
         (meta(split={"val_size": "all", "split_seed": 0, "subset": {}}), "meta.split.val_size"),
         ([1, 2], "its meta is a list, not a mapping"),
+        # timm keyword arguments that load weights or files: a crafted checkpoint would make
+        # timm read any path (checkpoint_path) or reach the network (pretrained)
+        (meta(model={"kwargs": {"checkpoint_path": "/etc/hostname"}}), "sets 'checkpoint_path'"),
+        (meta(model={"kwargs": {"pretrained": True}}), "sets 'pretrained'"),
+        (meta(model={"kwargs": {"pretrained_cfg_overlay": {"file": "/x"}}}), "'pretrained_cfg"),
     ],
 )
 def test_a_checkpoint_meta_of_the_wrong_type_is_one_line(tmp_path, crafted, named):
@@ -128,3 +133,66 @@ def test_eval_of_a_checkpoint_with_a_crafted_meta_exits_2(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "meta.model.kwargs is [], not a dict" in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_checkpoint_with_model_kwargs_that_load_nothing_is_read(tmp_path):
+    """The refusal above is of loading kwargs only: an architecture kwarg still reads."""
+    write(tmp_path / "c.pt", meta=meta(model={"kwargs": {"drop_path_rate": 0.0}}))
+    state = read_checkpoint(str(tmp_path / "c.pt"))
+    assert state["meta"]["model"]["kwargs"] == {"drop_path_rate": 0.0}
+
+
+def test_eval_of_a_checkpoint_whose_kwargs_name_a_file_exits_2_without_reading_it(tmp_path):
+    data = write_fashion_mnist(tmp_path / "fm", n_train=64, n_test=16)
+    write(tmp_path / "c.pt", meta=meta(model={"kwargs": {"checkpoint_path": "/etc/hostname"}}))
+    done = run_camexp(*SMOKE, "task=eval", f"ckpt={tmp_path / 'c.pt'}", f"dataset.root={data}",
+                      f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]  # was timm's torch.load traceback, rc 1
+    assert "Traceback" not in done.stderr
+    assert "loads weights or files" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("saved", "loads"),
+    [
+        ("+backbone.kwargs.checkpoint_path=/etc/hostname", True),
+        ("+backbone.kwargs.pretrained_cfg_overlay={file:/x}", True),
+        ("backbone.kwargs={checkpoint_path:/x}", True),
+        ("backbone.kwargs.widths=[8,16,32]", False),
+        ("+backbone.kwargs.drop_path_rate=0.1", False),
+    ],
+)
+def test_a_saved_override_that_makes_timm_load_a_file_must_be_restated(saved, loads):
+    from camexp.run.recompose import names_code, parse
+
+    assert names_code(parse([saved], "test")[0]) is loads
+
+
+@pytest.mark.parametrize("dataset", ["imagefolder", "digits28"])
+def test_cam_pictures_0_trains_without_pictures_on_folder_and_in_memory_data(tmp_path, dataset):
+    """cam_pictures=0 (no CAM figure) was a RuntimeError from torch.stack([]) on folder data."""
+    extra = []
+    if dataset == "imagefolder":
+        root = write_imagefolder(tmp_path / "folder", classes=2, per_class=4, size=16)
+        extra = [f"dataset.root={root}", "dataset.workers=0", "dataset.image_size=16",
+                 "dataset.val_size=2", "batch_size=4"]  # fmt: skip
+    done = run_camexp("debug=smoke", f"dataset={dataset}", "backbone=airnet", "progress=false",
+                      "tensorboard=false", "metrics=none", "cam_pictures=0", *extra,
+                      f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert record["status"] == "completed" and "test/acc1" in record["metrics"]
+
+
+def test_an_image_size_too_small_for_the_backbone_is_one_line_and_no_result(tmp_path):
+    """AirNet's three pools need about 10 px: 8 px was a max_pool2d traceback, exit 1."""
+    root = write_imagefolder(tmp_path / "folder", classes=2, per_class=4, size=8)
+    done = run_camexp("debug=smoke", "dataset=imagefolder", "backbone=airnet", "progress=false",
+                      f"dataset.root={root}", "dataset.workers=0", "dataset.image_size=8",
+                      "dataset.val_size=2", "batch_size=4", f"hydra.run.dir={tmp_path / 'r'}",
+                      cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "airnet cannot take 8x8 px images" in last and "dataset.image_size" in last
+    assert not (tmp_path / "r").exists()  # a user error leaves no run folder

@@ -226,8 +226,12 @@ def test_a_completed_run_resumes_as_done_and_extends_with_more_epochs(reference,
     assert metrics_rows(run)[:3] == metrics_rows(reference_run) and len(metrics_rows(run)) == 4
     with open(os.path.join(run, ".hydra", "overrides.yaml")) as f:
         assert "- epochs=4" in f.read()  # the report and the next resume see 4 epochs
+    assert record["extended_from"] == [3]  # camexp-report never pools it with fresh runs
+    assert "extended_from" not in results(reference_run)
     shorter = camexp([f"resume={run}", "epochs=2"])
     assert shorter.returncode == 2 and "cannot shorten" in shorter.stderr
+    camexp([f"resume={run}", "epochs=5"], check=True)  # a second extension adds to the record
+    assert results(run)["extended_from"] == [3, 4] and results(run)["epochs_completed"] == 5
 
 
 def test_a_run_from_before_the_erasing_block_resumes_and_a_changed_block_is_refused(

@@ -160,7 +160,14 @@ def build_backbone(
         raise
     if small_input_stem:
         use_small_input_stem(model, name)
-    exact, feature_shape = head_is_gap_linear(model, in_chans, image_size)
+    try:
+        exact, feature_shape = head_is_gap_linear(model, in_chans, image_size)
+    except RuntimeError as err:  # e.g. AirNet's three pools at 8 px: "Output size is too small"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"backbone {name} cannot take {image_size}x{image_size} px images ({first[:200]}); "
+            "raise dataset.image_size or choose a backbone for small images"
+        ) from None
     if needs_cam and not exact:
         raise UserError(
             f"backbone {name} has no exact CAM: its head is not global-average-pool -> linear "

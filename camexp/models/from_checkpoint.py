@@ -28,6 +28,7 @@ import math
 from camexp.errors import UserError
 from camexp.models.backbone import Backbone, build_backbone
 from camexp.run.checkpoint import load_checkpoint
+from camexp.run.keys import loads_files
 
 MODEL_KEYS = ("backbone", "kwargs", "small_input_stem", "in_chans", "num_classes", "image_size",
               "mean", "std", "exact_cam")  # fmt: skip
@@ -141,6 +142,12 @@ def read_checkpoint(path: str, role: str = "checkpoint") -> dict:
             raise UserError(f"{role} {path}: its meta.model.{key} is {model[key]}; retrain it")
     if not all(isinstance(k, str) for k in model["kwargs"]):
         raise UserError(f"{role} {path}: its meta.model.kwargs has a key that is not a name")
+    loading = [k for k in model["kwargs"] if loads_files(k)]
+    if loading:  # camexp never records one: a crafted file would make timm load another
+        raise UserError(
+            f"{role} {path}: its meta.model.kwargs sets {loading[0]!r}, which loads weights or "
+            "files; camexp checkpoints never hold it: the file is damaged or not camexp's"
+        )
     return state
 
 

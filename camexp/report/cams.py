@@ -73,10 +73,11 @@ def plain(value) -> bool:
 
 def carried_values(composed, saved: dict, prefix: str = "") -> list[tuple[str, object]]:
     """(dotted key, value) of the saved dataset options that the project's own config also has
-    (root, canvas, ...): data, never a ``_target_`` or any other ``_``-key."""
+    (root, canvas, ...): data, never a ``_target_`` or any other ``_``-key, and never
+    ``download`` (a checkpoint does not decide that camexp reaches the network)."""
     out = []
     for key, value in saved.items():
-        if str(key).startswith("_") or key not in composed:
+        if str(key).startswith("_") or key == "download" or key not in composed:
             continue
         if isinstance(value, dict):
             if OmegaConf.is_dict(composed[key]):

@@ -29,6 +29,7 @@ from camexp.report.runs import (
     MISSING,
     NOT_GROUPED,
     PRECISION,
+    default_ignored,
     find_runs,
     group_runs,
     grouping_keys,
@@ -76,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
         "(of the first row key) whose row every other row is compared with",
     )
     p.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
-    p.add_argument("--digits", type=int, default=2, help="decimals in markdown and LaTeX")
+    p.add_argument("--digits", type=digits, default=2, help="decimals in markdown and LaTeX (0-10)")
     p.add_argument(
         "--ignore",
         action="append",
@@ -90,6 +91,28 @@ def parser() -> argparse.ArgumentParser:
         "--cams-out", default=None, help="PNG written by --cams (default: RUN_A/cams_compare.png)"
     )
     return p
+
+
+def digits(text: str) -> int:
+    """``--digits``: a whole number of decimals from 0 to 10 (argparse: one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of decimals from 0 to 10")
+    return value
+
+
+def check_output(path: str, option: str) -> None:
+    """An output file's folder must exist and be writable, before any work is done for it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path} is a folder; give a file name such as {option} out.png")
+    if not os.path.isdir(folder):
+        raise UserError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def split_keys(values: list) -> list:
@@ -163,7 +186,7 @@ def report(args: argparse.Namespace) -> str:
     check_metrics(completed, metrics)
     rows, cols = split_keys(args.rows), args.cols
     check_keys(runs, rows + ([cols] if cols else []))
-    ignore = tuple(NOT_GROUPED) + tuple(split_keys(args.ignore))
+    ignore = default_ignored(runs) + tuple(split_keys(args.ignore))
     keys = grouping_keys(runs, ignore=ignore, keep=rows + ([cols] if cols else []))
     groups = group_runs(runs, keys)
 
@@ -222,11 +245,18 @@ def main(argv: list | None = None) -> int:
     if not args.paths and not args.cams:
         parser().error("give run or sweep folders (or --cams RUN_A RUN_B)")
     try:
+        for path, option in ((args.plot, "--plot"), (args.cams_out, "--cams-out")):
+            if path:
+                check_output(path, option)
         if args.paths:
             print(report(args))
         if args.cams:
             out = args.cams_out or os.path.join(args.cams[0], "cams_compare.png")
             compare_cams(*args.cams, out)
+    except OSError as err:  # an output that could not be written after all (a full disk, ...)
+        print(f"camexp-report: error: could not write {err.filename or ''}: {err.strerror or err}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USER_ERROR
     except UserError as err:
         print(f"camexp-report: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -33,6 +33,13 @@ PRECISION = "precision"
 # curve): one table may hold them (a KD table's student-alone row is a classify run).
 TRAINING_TASKS = {"classify", "kd", "transfer"}
 SOURCE = "source."  # a transfer run's source summary (camexp/models/provenance.py)
+# results.json's record of a run extended by ``resume=RUN epochs=N`` (the epochs it had before):
+# an extended run is not the run ``epochs=N`` trains from the start (docs/protocols.md), so
+# extended and fresh runs are never pooled, as PRECISION.
+EXTENDED = "extended_from"
+# Datasets whose ``dataset.root`` is the dataset itself (any folder of class folders), not just
+# where the same files lie: there the root is a grouping key like any other.
+ROOT_IS_THE_DATASET = ("imagefolder",)
 
 
 @dataclass
@@ -48,10 +55,13 @@ class Run:
     epochs_completed: int | None = None
     precision: str | None = None  # bf16 | fp32 (results.json); None: an older run
     source: dict = field(default_factory=dict)  # task=transfer: results.json's source summary
+    extended_from: str = MISSING  # "3" (or "3,6"): the epochs before each extension
 
     def value(self, key: str) -> str:
         if key == PRECISION:
             return str(self.precision or MISSING)
+        if key == EXTENDED:
+            return self.extended_from
         if key.startswith(SOURCE):
             found = self.source.get(key[len(SOURCE) :])
             plain = found is not None and not isinstance(found, dict | list)
@@ -134,6 +144,7 @@ def load_run(folder: str) -> Run:
             raise SkippedRun(
                 f"{results_path} holds a JSON {type(results).__name__}, not camexp's object"
             )
+    check_fields(results, results_path)
     hydra_dir = os.path.join(folder, ".hydra")
     overrides_yaml = load_yaml(os.path.join(hydra_dir, "overrides.yaml"))
     override_lines = (
@@ -143,6 +154,8 @@ def load_run(folder: str) -> Run:
     choices = {}
     if hydra_yaml is not None:
         found = OmegaConf.select(hydra_yaml, "hydra.runtime.choices", default=None)
+        if found is not None and not OmegaConf.is_dict(found):
+            raise SkippedRun(f"{hydra_dir}/hydra.yaml: hydra.runtime.choices is not a mapping")
         if found is not None:
             choices = {
                 k: v for k, v in OmegaConf.to_container(found).items() if not k.startswith("hydra")
@@ -170,7 +183,29 @@ def load_run(folder: str) -> Run:
         epochs_completed=results.get("epochs_completed"),
         precision=results.get("precision") or stated_precision(overrides, config),
         source=results["source"] if isinstance(results.get("source"), dict) else {},
+        extended_from=",".join(str(e) for e in results.get(EXTENDED) or ()) or MISSING,
     )
+
+
+# results.json's fields the report reads, and the JSON types camexp writes them as (None too).
+FIELD_TYPES = {
+    "status": str, "task": str, "error": str, "metrics": dict, "precision": str,
+    "epochs_completed": int, "overrides": list, "source": dict, EXTENDED: list,
+}  # fmt: skip
+
+
+def check_fields(results: dict, path: str) -> None:
+    """A field of another type than camexp writes: the run is skipped with one line (a
+    crafted or damaged file is never half-read into a table)."""
+    for name, kind in FIELD_TYPES.items():
+        value = results.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise SkippedRun(
+                f"{path}: its {name!r} is a JSON {type(value).__name__}, not camexp's "
+                f"{kind.__name__}; the file is damaged or not camexp's"
+            )
+    if any(not isinstance(e, int) or isinstance(e, bool) for e in results.get(EXTENDED) or ()):
+        raise SkippedRun(f"{path}: its {EXTENDED!r} is not a list of epoch counts")
 
 
 def stated_precision(overrides: dict, config) -> str | None:
@@ -195,7 +230,8 @@ def find_runs(paths: list, task: str | None = None, where: tuple = ()) -> list:
                 folders.append(root)
                 dirs[:] = [d for d in dirs if d != "tensorboard"]
     runs, skipped = [], []
-    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+    # one run reached twice (a symlink, a path given twice, a folder inside another) counts once
+    for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
         try:
             runs.append(load_run(folder))
         except SkippedRun as err:
@@ -254,15 +290,23 @@ def grouping_keys(runs: list, ignore=NOT_GROUPED, keep=()) -> list:
     keys = dict.fromkeys(keep)
     for run in runs:
         keys.update(dict.fromkeys(run.overrides))
-    if len({run.value(PRECISION) for run in runs if run.status == "completed"}) > 1:
-        keep = (*keep, PRECISION)  # never pooled: bf16 and fp32 runs are separate groups
-        keys[PRECISION] = None
+    for never_pooled in (PRECISION, EXTENDED):  # bf16 and fp32, extended and fresh runs
+        if len({run.value(never_pooled) for run in runs if run.status == "completed"}) > 1:
+            keep = (*keep, never_pooled)
+            keys[never_pooled] = None
     varying = [
         k
         for k in keys
         if k in keep or (not ignored(k, ignore) and len({run.value(k) for run in runs}) > 1)
     ]
     return sorted(varying, key=lambda k: (k not in keep, list(keep).index(k) if k in keep else k))
+
+
+def default_ignored(runs: list) -> tuple:
+    """NOT_GROUPED for these runs: ``dataset.root`` is grouped on where it is the dataset."""
+    if any(run.value("dataset") in ROOT_IS_THE_DATASET for run in runs):
+        return tuple(k for k in NOT_GROUPED if k != "dataset.root")
+    return NOT_GROUPED
 
 
 def ignored(key: str, ignore) -> bool:
@@ -278,7 +322,23 @@ def group_runs(runs: list, keys: list) -> list:
             continue
         key = tuple((k, run.value(k)) for k in keys)
         groups.setdefault(key, Group(key)).runs.append(run)
+    for group in groups.values():
+        check_seeds(group)
     return sorted(groups.values(), key=lambda g: tuple(sort_key(v) for _, v in g.key))
+
+
+def check_seeds(group: Group) -> None:
+    """Two runs of one seed in a group would be averaged as two seeds: a copied run, or runs
+    that differ only in an ignored key. One line names them and what to do."""
+    seen: dict = {}
+    for run in group.runs:
+        if run.seed != MISSING and run.seed in seen:
+            raise UserError(
+                f"{group.label()}: seed {run.seed} twice ({seen[run.seed]} and {run.path}); "
+                "a copy of one run or runs that differ in an ignored key would count as two "
+                "seeds: give each run once, or tell them apart with --rows/--cols KEY"
+            )
+        seen[run.seed] = run.path
 
 
 def sort_key(value: str):

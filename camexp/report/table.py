@@ -25,6 +25,7 @@ class Stat:
     mean: float
     std: float | None  # sample std (n - 1); None for a single run (or a NaN among the values)
     n: int
+    total: int | None = None  # the group's run count: shown when only some runs have the metric
 
     @classmethod
     def of(cls, values: list) -> Stat | None:
@@ -59,7 +60,10 @@ def seeded_values(group, metric: str) -> list:
 
 
 def metric_stat(group, metric: str) -> Stat | None:
-    return Stat.of([v for _, v in seeded_values(group, metric)])
+    stat = Stat.of([v for _, v in seeded_values(group, metric)])
+    if stat is not None:
+        stat.total = len(group.runs)
+    return stat
 
 
 def long_table(groups: list, keys: list, metrics: list, baseline: str | None = None) -> Table:
@@ -198,7 +202,10 @@ def _text(cell, digits: int, pm: str, show_n: bool) -> str:
         text = f"{cell.mean:.{digits}f}"
         if cell.std is not None:
             text += f"{pm}{cell.std:.{digits}f}"
-        return text + (f" ({cell.n})" if show_n else "")
+        if show_n:
+            return text + f" ({cell.n})"
+        partial = cell.total is not None and cell.n != cell.total  # a mean over some runs only
+        return text + (f" ({cell.n} of {cell.total} runs)" if partial else "")
     return str(cell)
 
 

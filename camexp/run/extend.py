@@ -67,6 +67,16 @@ def extended_overrides(run_dir: str, saved: list[str], epochs: int) -> list[str]
     return [*kept, f"epochs={epochs}"]
 
 
+def extension_history(run_dir: str, epochs: int) -> list[int]:
+    """The epochs the run had before each extension (results.json's ``extended_from``), this
+    resume's included when it extends the run to ``epochs``: camexp-report never pools an
+    extended run with fresh ones, and a later resume of it keeps the record."""
+    recorded = recorded_results(run_dir).get("extended_from")
+    history = [e for e in recorded if type(e) is int] if isinstance(recorded, list) else []
+    before = recorded_epochs(run_dir)
+    return [*history, before] if before not in (None, epochs) else history
+
+
 def extend_schedule(state: dict, epochs: int, scheduler, optimizer) -> str:
     """A checkpoint of a run with fewer ``epochs``: the scheduler (a LambdaLR built for the new
     total) sets the lr it gives the checkpoint's step; returns the log's note ("" when the

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from camexp.errors import UserError
 from camexp.run import distributed
-from camexp.run.extend import check_epochs_left, extended_overrides
+from camexp.run.extend import check_epochs_left, extended_overrides, extension_history
 from camexp.run.folder import created_now
 from camexp.run.lock import RunLock, refuse_symlinks
 from camexp.run.recompose import recompose_run, saved_overrides
@@ -57,12 +57,14 @@ def open_run(cfg: DictConfig, run_dir: str, overrides: list[str]):
                 raise UserError(f"resume={cfg.resume} runs in that folder; drop hydra.run.dir")
             cfg = recompose_run(str(cfg.resume), overrides, cli_cfg=cfg)
             check_epochs_left(str(cfg.resume), int(cfg.epochs))  # or AlreadyCompleted: exit 0
+            history = extension_history(str(cfg.resume), int(cfg.epochs))
             overrides = saved_overrides(str(cfg.resume))
             extended = extended_overrides(str(cfg.resume), overrides, int(cfg.epochs))
             if extended is not None and distributed.is_main():
                 save_extension(run_dir, cfg, extended)
                 overrides = extended
-        elif distributed.is_main():
+            return cfg, RunRecord(run_dir, cfg, overrides, extended_from=history), lock
+        if distributed.is_main():
             save_hydra_files(run_dir, cfg, overrides)
         return cfg, RunRecord(run_dir, cfg, overrides), lock
     except BaseException:

@@ -25,12 +25,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from camexp.errors import UserError
 from camexp.run.checkpoint import VOLATILE_KEYS, config_difference, load_checkpoint
-from camexp.run.keys import neutral
+from camexp.run.keys import loads_files, neutral
 
 # The top-level configs/ folder of the checkout, as an absolute path: a relative config_path
 # is read as a Python package when camexp runs as a console script.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "configs")
 PLAIN_PATH = re.compile(r"^[A-Za-z0-9_/.+-]+$", re.ASCII)
+BACKBONE_KWARGS = "backbone.kwargs"  # passed to timm.create_model as they are
 SPECIAL_KEY = re.compile(r"^_\w+_$")  # _target_, _args_, _partial_, _recursive_, _convert_
 
 
@@ -68,15 +69,21 @@ def key_of(override) -> str:
 
 
 def names_code(override) -> bool:
-    """True for an override that could name a class or function to instantiate."""
+    """True for an override that could name a class or function to instantiate, or a file or
+    URL for timm to load weights from (``backbone.kwargs.checkpoint_path``, ...)."""
     key = key_of(override)
     if key.split(".")[0].split("/")[0] == "hydra" or any(
         SPECIAL_KEY.match(part) for part in re.split(r"[./@]", key)
     ):
         return True
+    if key.startswith(BACKBONE_KWARGS + ".") and loads_files(key.split(".")[2]):
+        return True
     if override.is_delete() or override.value_type is None or override.is_sweep_override():
         return False
-    return holds_special_key(override.value())
+    value = override.value()
+    if key == BACKBONE_KWARGS and isinstance(value, dict) and any(map(loads_files, value)):
+        return True
+    return holds_special_key(value)
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a newline in a value could end a line in a log file
@@ -187,9 +194,9 @@ def resume_overrides(
     for override in saved_parsed:
         if names_code(override) and override.input_line.strip() not in restated:
             raise UserError(
-                f"resume={run_dir}: its saved override {override.input_line} names code to run; "
-                "camexp only takes such values from the command line: restate it there if you "
-                "trust it"
+                f"resume={run_dir}: its saved override {override.input_line} names code to run "
+                "or weights to load; camexp only takes such values from the command line: "
+                "restate it there if you trust it"
             )
         if override.input_line.strip() not in restated:
             check_saved_override(override, f"resume={run_dir}")

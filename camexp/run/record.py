@@ -38,7 +38,9 @@ def non_finite(metrics: dict, prefix: str = "") -> list[str]:
 
 
 class RunRecord:
-    def __init__(self, run_dir: str, cfg: DictConfig, overrides: list[str]):
+    def __init__(
+        self, run_dir: str, cfg: DictConfig, overrides: list[str], extended_from: list = ()
+    ):
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, "results.json")
         self.start = time.time()
@@ -48,6 +50,8 @@ class RunRecord:
             "config": resolved_or_raw(cfg),
             "versions": versions(),
         }
+        if extended_from:  # resume=RUN epochs=N: the epochs before each extension (run/extend.py)
+            self.base["extended_from"] = list(extended_from)
         self.device = self.precision = None  # known once the task resolves them: note()
         if is_main():
             os.makedirs(run_dir, exist_ok=True)

@@ -123,9 +123,11 @@ def build_folder_data(cfg: DictConfig, device: torch.device, train_set) -> Data:
     val = loader(val_set, batch, train=False) if val_set is not None else None
     test = loader(test_set, batch, train=False)
     shown = val_set if val_set is not None else test_set
+    first = shown[0][0]  # the channel count, whatever cam_pictures asks (0: no pictures)
     pics = [shown[i] for i in range(min(int(cfg.get("cam_pictures", 8)), len(shown)))]
-    pic_images = torch.stack([p[0] for p in pics]).to(device)
-    pic_labels = torch.tensor([p[1] for p in pics], device=device)
+    pic_images = torch.stack([p[0] for p in pics]) if pics else first.new_empty((0, *first.shape))
+    pic_images = pic_images.to(device)
+    pic_labels = torch.tensor([p[1] for p in pics], dtype=torch.long, device=device)
     classes = list(test_set.classes)
     box_set = boxes = None
     if cfg.get("metrics") and cfg.metrics.get("localization"):  # CUB / ImageNet boxes (#9, #13)
