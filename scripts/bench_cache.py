@@ -16,16 +16,29 @@ def cache_path(cache: str, identity: dict) -> str:
     return os.path.join(cache, f"seed{identity['seed']}-{digest}.json")
 
 
-def load_cached(cache: str | None, identity: dict) -> dict | None:
+def load_cached(cache: str | None, identity: dict, valid=lambda run: True) -> dict | None:
+    """The cached run of ``identity``, or None: a file that is no JSON object, whose identity
+    differs (a hash collision, a hand edit) or whose run ``valid`` refuses is a cache miss with
+    one warning, and the seed runs again."""
     path = cache_path(cache, identity) if cache else None
     if path is None or not os.path.exists(path):
         return None
-    with open(path) as f:
-        saved = json.load(f)
-    if saved.get("identity") != identity:  # a hash collision or a hand-edited file
-        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        return miss(path, f"unreadable ({err})")
+    if not isinstance(saved, dict) or saved.get("identity") != identity:
+        return miss(path, "not this seed's record")
+    if not isinstance(saved.get("run"), dict) or not valid(saved["run"]):
+        return miss(path, "its run record is incomplete or of the wrong types")
     print(f"seed {identity['seed']}: reusing {path}", file=sys.stderr)
     return saved["run"]
+
+
+def miss(path: str, why: str) -> None:
+    print(f"warning: ignoring the cache file {path}: {why}; the seed runs again", file=sys.stderr)
+    return None
 
 
 def save_cached(cache: str | None, identity: dict, run: dict) -> None:

@@ -25,6 +25,7 @@ until test acc1 first reaches 93 / 94 / 94.5 %, the last-epoch accuracy, and the
 
 import argparse
 import copy
+import math
 import os
 import shutil
 import statistics
@@ -234,13 +235,45 @@ def run_identity(args, seed: int, device) -> dict:
             "torch": torch.__version__, "device": str(device)}  # fmt: skip
 
 
+def numbers(values) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+
+
+def valid_run(run: dict) -> bool:
+    """A cached seed's record has what the table reads: per-key curves of numbers (with the
+    seconds), its FLOPs and its positive reference speeds."""
+    curves, speeds, flops = run.get("curves"), run.get("ref_speeds"), run.get("flops")
+    return (
+        isinstance(curves, dict) and "seconds" in curves and all(map(numbers, curves.values()))
+        and numbers(speeds) and all(v > 0 for v in speeds)
+        and isinstance(flops, int | float) and not isinstance(flops, bool)
+    )  # fmt: skip
+
+
+def at_least(least: int):
+    """An argparse type: a whole number >= ``least`` (anything else: one line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {least}")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--ref-steps", type=int, default=40,
+    parser.add_argument("--ref-steps", type=at_least(0), default=40,
                         help="reference steps per timed window (one window before the recipe, "
                              "one after each epoch)")  # fmt: skip
-    parser.add_argument("--eval-every", type=int, default=1,
+    parser.add_argument("--eval-every", type=at_least(1), default=1,
                         help="evaluate the test set every N epochs and after the last (time to "
                              "accuracy is then resolved to N epochs)")  # fmt: skip
     parser.add_argument("--out", default=None, help="write the markdown table here")
@@ -258,7 +291,7 @@ def main(argv=None) -> str:
     runs, speeds, reference = {}, [], None
     for seed in args.seeds:
         identity = run_identity(args, seed, device)
-        cached = load_cached(args.cache, identity)
+        cached = load_cached(args.cache, identity, valid=valid_run)
         if cached is None and args.cached_only:
             continue
         if cached is None:

@@ -56,6 +56,33 @@ CASES = {
     "argparse_style_flag": Case(["--epochs", "3"], ["write epochs=3"], hydra=True),
     "lr_not_a_number": Case(["optim.lr=abc"], ["optim.lr=abc must be a number"]),
     "nested_int_not_a_number": Case(["ema.every=often"], ["ema.every=often must be a number"]),
+    # Hydra reads `no` as the text 'no', which Python takes as true: a guard would be off
+    "eval_guard_as_a_word": Case(
+        ["task=eval", "ckpt={ckpt}", "task.allow_other_dataset=no"],
+        ["task.allow_other_dataset=no must be true or false"],
+    ),
+    "fewshot_guard_as_a_word": Case(
+        ["task=fewshot", "fewshot.allow_class_overlap=off"],
+        ["fewshot.allow_class_overlap=off must be true or false"],
+    ),
+    "flag_as_a_number": Case(["channels_last=1"], ["channels_last=1 must be true or false"]),
+    "hflip_word_misspelt": Case(
+        ["dataset.hflip=alternating"], ["must be true or false or alternate"]
+    ),
+    "fewshot_shots_not_a_list": Case(
+        ["task=fewshot", "fewshot.shots=5"], ["fewshot.shots=5 must be a list", "shots=[5]"]
+    ),
+    "fewshot_episodes_zero": Case(
+        ["task=fewshot", "fewshot.episodes=0"], ["fewshot.episodes=0 must be a whole number >= 1"]
+    ),
+    "fewshot_prototype_metric": Case(
+        ["task=fewshot", "fewshot.prototype.metric=manhattan"], ["use euclidean or cosine"]
+    ),
+    "fewshot_logreg_c": Case(["task=fewshot", "fewshot.logreg.C=-1"], ["must be a number > 0"]),
+    "fewshot_best_without_val": Case(
+        ["task=fewshot", "fewshot.weights=best", "dataset.val_size=0"],
+        ["fewshot.weights=best needs a base-class val split"],
+    ),
     "unknown_regularizer_key": Case(
         ["regularizer.bogus=1"],
         ["unknown key regularizer.bogus", "+regularizer.bogus="],

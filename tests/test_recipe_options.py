@@ -233,6 +233,45 @@ def test_the_benchmark_resumes_from_its_cache(tmp_path, capsys):
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["not json {", "[1, 2]", '{"identity": "IDENTITY", "run": {"curves": {}}}',
+     '{"identity": "IDENTITY", "run": {"curves": {"seconds": [1.0], "test": [50.0]}, '
+     '"flops": 1.0, "ref_speeds": [-5.0]}}'],
+)  # fmt: skip
+def test_a_damaged_or_crafted_cache_file_is_a_miss_not_a_traceback(tmp_path, capsys, damage):
+    """A cache file that is no JSON, no object, or a run record missing what the table reads
+    (or with a negative reference speed: negative reference epochs in every cell) is ignored
+    with one warning; the seed counts as not cached."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_cache
+        import bench_tta
+    finally:
+        sys.path.pop(0)
+    identity = {"seed": 0, "recipe": ["debug=smoke"], "cpu": "test"}
+    path = bench_cache.cache_path(str(tmp_path), identity)
+    with open(path, "w") as f:
+        f.write(damage.replace('"IDENTITY"', json.dumps(identity)))
+    assert bench_cache.load_cached(str(tmp_path), identity, valid=bench_tta.valid_run) is None
+    assert "ignoring the cache file" in capsys.readouterr().err
+    good = {"curves": {"seconds": [1.0], "test": [50.0]}, "flops": 1.0, "ref_speeds": [9.0]}
+    bench_cache.save_cached(str(tmp_path), identity, good)
+    assert bench_cache.load_cached(str(tmp_path), identity, valid=bench_tta.valid_run) == good
+
+
+@pytest.mark.parametrize("option", [["--eval-every", "0"], ["--ref-steps", "-3"]])
+def test_the_benchmark_refuses_counts_below_their_least_value(option, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_tta
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as stop:
+        bench_tta.main([*option, "debug=smoke"])
+    assert stop.value.code == 2 and "is not a whole number >=" in capsys.readouterr().err
+
+
 def compose(*overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

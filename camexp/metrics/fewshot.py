@@ -42,7 +42,7 @@ def nearest_prototype(support_x, support_y, query_x, *, metric: str = "euclidean
     elif metric == "euclidean":
         scores = -((query_x[:, None, :] - protos[None]) ** 2).sum(-1)  # (NQ, N)
     else:
-        raise UserError(f"fewshot.prototype_metric={metric!r}; use euclidean or cosine")
+        raise UserError(f"fewshot.prototype.metric={metric!r}; use euclidean or cosine")
     return classes[scores.argmax(1)]
 
 

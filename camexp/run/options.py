@@ -17,7 +17,7 @@ from camexp.run.recompose import CONFIG_DIR, compose_config
 INTEGERS = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "seed": None, "log_every": 1,
             "checkpoint_every": 0, "skip_nonfinite": 0, "cam_pictures": 0}  # fmt: skip
 # keys whose default is a number but which also take a word (their config comment says so)
-WORDS = {"metrics.images": ("all",)}
+WORDS = {"metrics.images": ("all",), "dataset.hflip": ("alternate",)}
 MEANING = {"checkpoint_every": "0 saves at epoch ends only", "log_every": "steps between updates"}
 
 
@@ -64,7 +64,9 @@ def is_number(value) -> bool:
 
 def check_number_types(overrides: list[str]) -> None:
     """``optim.lr=abc`` (any key whose default is a number) -> one line naming the key and its
-    type, instead of torch's "'<' not supported between instances of 'str' and 'float'"."""
+    type, instead of torch's "'<' not supported between instances of 'str' and 'float'"; and
+    ``task.allow_other_dataset=no`` (any key whose default is true or false): Hydra reads ``no``
+    as the text 'no', which Python takes as true, so a guard would be off without a word."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
@@ -78,17 +80,25 @@ def check_number_types(overrides: list[str]) -> None:
             value = override.value()
             if value in WORDS.get(key, ()):
                 continue
-            if value is not None and not is_number(value) and "${" not in str(value):
+            plain_number = is_number(value) and value not in (0, 1)  # 0/1: a true/false too?
+            if value is not None and not plain_number and "${" not in str(value):
                 suspects.append((key, override))
     if not suspects:
         return  # the common case: no second composition
     defaults = compose_config(groups)
     for key, override in suspects:
         default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
-        if is_number(default):
+        value = override.value()
+        if is_number(default) and not is_number(value):
             kind = "an integer" if key in INTEGERS else "a number"
             raise UserError(
                 f"{override.input_line} must be {kind} (the default is {key}={default})"
+            )
+        if isinstance(default, bool) and not isinstance(value, bool):
+            words = "".join(f" or {word}" for word in WORDS.get(key, ()))
+            raise UserError(
+                f"{override.input_line} must be true or false{words} (the default is "
+                f"{key}={str(default).lower()})"
             )
 
 

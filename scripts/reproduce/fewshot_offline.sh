@@ -20,9 +20,11 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 for s in $SEEDS; do
   for w in 0 1; do
     dir="$OUT/cam$w-seed$s"
-    if ! grep -qs '"status": "completed"' "$dir/results.json"; then
-      nice -n 10 "$CAMEXP" experiment=fewshot_fashion_resnet20 loss.cam.weight=$w seed=$s \
-        progress=false tensorboard=false hydra.run.dir="$dir" >/dev/null
+    args=(experiment=fewshot_fashion_resnet20 "loss.cam.weight=$w" "seed=$s" progress=false
+          tensorboard=false)
+    if ! "$PYTHON" "$ROOT/scripts/reproduce/same_run.py" "$dir" "${args[@]}"; then
+      rm -rf "$dir"  # a run of another recipe, or cut off: trained again from the start
+      nice -n 10 "$CAMEXP" "${args[@]}" hydra.run.dir="$dir" >/dev/null
     fi
   done
 done

@@ -20,9 +20,12 @@ COMMON=(dataset=fashion_mnist "dataset.subset={train:$TRAIN,val:$VAL,test:$TEST}
         progress=false device=cpu)
 STUDENT=(backbone=resnet20 "+backbone.kwargs.widths=[8,8,16,32]" epochs="$EPOCHS")
 
-run() {  # run NAME OVERRIDES...: skip a run whose results.json says completed
-  local name=$1; shift
-  if grep -qs '"status": "completed"' "$OUT/$name/results.json"; then return 0; fi
+run() {  # run NAME OVERRIDES...: skip a run that completed with these same overrides, after
+  local name=$1; shift  # the teacher it reads (a retrained teacher retrains every student)
+  if .venv/bin/python scripts/reproduce/same_run.py "$OUT/$name" "${COMMON[@]}" "$@" &&
+     { [[ $name == teacher ]] || [[ "$OUT/$name/results.json" -nt "$OUT/teacher/results.json" ]]; }; then
+    return 0
+  fi
   rm -rf "${OUT:?}/$name"
   echo "== $name: $*"
   OMP_NUM_THREADS="${THREADS:-1}" nice -n 10 "$CAMEXP" "${COMMON[@]}" "$@" "hydra.run.dir=$OUT/$name" \
@@ -50,9 +53,9 @@ fi
 
 # 3. the table: mean ± std over seeds of the student's test accuracy (last and best-on-val
 #    weights) and of the convergence epochs; the teacher's own numbers first.
-OUT="$OUT" .venv/bin/python - <<'PY'
+OUT="$OUT" SEEDS="$SEEDS" .venv/bin/python - <<'PY'
 import json, os, statistics as st
-out = os.environ["OUT"]
+out, seeds = os.environ["OUT"], os.environ["SEEDS"].split()  # this recipe's seeds only
 def load(name):
     with open(os.path.join(out, name, "results.json")) as f:
         return json.load(f)
@@ -64,8 +67,8 @@ keys = [("test/acc1", "test acc1 last"), ("test_best/acc1", "test acc1 best-on-v
 print("| method | runs | " + " | ".join(k[1] for k in keys) + " | s/run |")
 print("|---" * (len(keys) + 3) + "|")
 for method in ("ce", "kd", "ccm", "kd_ccm"):
-    runs = [load(d) for d in sorted(os.listdir(out))
-            if d.rsplit("_s", 1)[0] == method and os.path.isdir(os.path.join(out, d))]
+    runs = [load(f"{method}_s{seed}") for seed in seeds
+            if os.path.isfile(os.path.join(out, f"{method}_s{seed}", "results.json"))]
     runs = [r for r in runs if r["status"] == "completed"]
     if not runs:
         continue

@@ -11,23 +11,30 @@
 #   SEEDS=0 EXTRA=debug=smoke scripts/reproduce/transfer_offline.sh /tmp/x   checks the plumbing
 #   in a few minutes (EXTRA: overrides appended to every run; SEEDS: comma-separated).
 # Runtime: about 15 CPU-minutes on an idle 2-core machine (estimate from ResNet-20 at ~900
-# images/s: 24k pretraining + ~150k transfer images); a step whose .done marker exists is skipped.
+# images/s: 24k pretraining + ~150k transfer images); a step whose .done marker holds the same
+# overrides (SEEDS and EXTRA included) is skipped; any other step, and every later one, reruns.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${1:-$ROOT/outputs/transfer_offline}"
 SEEDS="${SEEDS:-0,1,2}"
 EXTRA="${EXTRA:-}"
 CAMEXP="${CAMEXP:-$ROOT/.venv/bin/camexp}"
-# step NAME OVERRIDES...: one multirun into $OUT/NAME, skipped once $OUT/NAME/.done exists
+# step NAME OVERRIDES...: one multirun into $OUT/NAME, skipped when $OUT/NAME/.done records these
+# overrides and no earlier step of this invocation ran (a new source retrains what reads it)
+RAN=""
 step() {
   local name="$1"; shift
-  [ -f "$OUT/$name/.done" ] && return 0
+  local recipe="$* $EXTRA"
+  if [[ -z $RAN && -f "$OUT/$name/.done" && "$(cat "$OUT/$name/.done")" == "$recipe" ]]; then
+    return 0
+  fi
+  RAN=1
   rm -rf "${OUT:?}/$name"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   nice -n 10 "$CAMEXP" -m "$@" progress=false tensorboard=false $EXTRA \
     hydra.sweep.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 \
     || { echo "step $name failed; see $OUT/$name.log" >&2; exit 1; }
-  touch "$OUT/$name/.done"
+  printf '%s' "$recipe" >"$OUT/$name/.done"
 }
 mkdir -p "$OUT"
 
