@@ -65,7 +65,7 @@ CASES = {
         ["task=fewshot", "fewshot.allow_class_overlap=off"],
         ["fewshot.allow_class_overlap=off must be true or false"],
     ),
-    "flag_as_a_number": Case(["channels_last=1"], ["channels_last=1 must be true or false"]),
+    "flag_as_a_word": Case(["deterministic=yes"], ["deterministic=yes must be true or false"]),
     "hflip_word_misspelt": Case(
         ["dataset.hflip=alternating"], ["must be true or false or alternate"]
     ),
@@ -73,7 +73,10 @@ CASES = {
         ["task=fewshot", "fewshot.shots=5"], ["fewshot.shots=5 must be a list", "shots=[5]"]
     ),
     "fewshot_episodes_zero": Case(
-        ["task=fewshot", "fewshot.episodes=0"], ["fewshot.episodes=0 must be a whole number >= 1"]
+        ["task=fewshot", "fewshot.episodes=0"], ["fewshot.episodes=0 must be >= 1"]
+    ),
+    "fewshot_shot_not_a_count": Case(
+        ["task=fewshot", "fewshot.shots=[1,0]"], ["0 is not a shot count >= 1"]
     ),
     "fewshot_prototype_metric": Case(
         ["task=fewshot", "fewshot.prototype.metric=manhattan"], ["use euclidean or cosine"]

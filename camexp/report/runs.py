@@ -182,7 +182,7 @@ def load_run(folder: str) -> Run:
         error=results.get("error"),
         epochs_completed=results.get("epochs_completed"),
         precision=results.get("precision") or stated_precision(overrides, config),
-        source=results["source"] if isinstance(results.get("source"), dict) else {},
+        source=results.get("source") or {},  # a dict: check_fields
         extended_from=",".join(str(e) for e in results.get(EXTENDED) or ()) or MISSING,
     )
 

@@ -15,7 +15,10 @@ from camexp.run.recompose import CONFIG_DIR, compose_config
 
 # name: smallest allowed value (None: any integer)
 INTEGERS = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "seed": None, "log_every": 1,
-            "checkpoint_every": 0, "skip_nonfinite": 0, "cam_pictures": 0}  # fmt: skip
+            "checkpoint_every": 0, "skip_nonfinite": 0, "cam_pictures": 0,
+            # the few-shot episodes: checked here, before stage 1 trains
+            "fewshot.n_way": 2, "fewshot.q_query": 1, "fewshot.episodes": 1,
+            "fewshot.support_augmentations": 0, "fewshot.logreg.max_iter": 1}  # fmt: skip
 # keys whose default is a number but which also take a word (their config comment says so)
 WORDS = {"metrics.images": ("all",), "dataset.hflip": ("alternate",)}
 MEANING = {"checkpoint_every": "0 saves at epoch ends only", "log_every": "steps between updates"}
@@ -23,7 +26,7 @@ MEANING = {"checkpoint_every": "0 saves at epoch ends only", "log_every": "steps
 
 def check_integers(cfg: DictConfig) -> None:
     for name, least in INTEGERS.items():
-        value = cfg.get(name)
+        value = OmegaConf.select(cfg, name, default=None)
         if value is None and name == "eval_batch_size":
             continue  # null: the training batch size
         if isinstance(value, bool) or not isinstance(value, int):
@@ -80,8 +83,7 @@ def check_number_types(overrides: list[str]) -> None:
             value = override.value()
             if value in WORDS.get(key, ()):
                 continue
-            plain_number = is_number(value) and value not in (0, 1)  # 0/1: a true/false too?
-            if value is not None and not plain_number and "${" not in str(value):
+            if value is not None and not is_number(value) and "${" not in str(value):
                 suspects.append((key, override))
     if not suspects:
         return  # the common case: no second composition
