@@ -77,8 +77,9 @@ ENTRIES=(
   # Declared at stop 39, before its runs, on cost alone: the 96-epoch entry above assumed ~0.18
   # reference epochs per epoch, but stop 37's fashion_fast seeds on this Zen 4 took 0.21 (4.96 and
   # 5.16 for 24 epochs) and erasing adds to that, so 96 epochs would take ~20-21, over the 18
-  # allowed, and it was stopped after 5 minutes (no epoch evaluated). Three times fashion_fast's
-  # cosine, ~15.5-16 here. Target 95.0 % test_ema_tta, last epoch, mean of 3 seeds, at most 18.
+  # allowed, and it was stopped in its first minute (no epoch trained). Three times
+  # fashion_fast's cosine, ~15.5-16 here. Target 95.0 % test_ema_tta, last epoch, mean of 3
+  # seeds, at most 18 reference epochs.
   "target95-72-epochs|0 1 2|12|experiment=fashion_fast epochs=72 erasing.prob=0.5"
 )
 
