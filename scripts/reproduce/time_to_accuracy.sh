@@ -66,6 +66,8 @@ ENTRIES=(
   # Declared at stop 37 (Zen 4, AMD EPYC family 25 model 17, bf16), before its runs: on this CPU
   # target95-wide-long costs 0.65 reference epochs per epoch (seed 0, 8 epochs in 5.2), so its 40
   # epochs (~26) exceed 18 here and it was stopped; an AirNet epoch of fashion_fast costs ~0.3.
+  # (Stop 39: that 0.65 was inflated by two evidence runs on the machine; without them the wide
+  # net took 0.41 per epoch here, so target95-wide-long was restarted: docs/results.md.)
   # For 94.5 % in at most 6: fashion_fast's recipe on a cosine of 18 epochs (~5.4 reference
   # epochs here). Target 94.5 % test_ema_tta, last epoch, mean of 3 seeds.
   "target94.5-short|0 1 2|6|experiment=fashion_fast epochs=18"
