@@ -83,6 +83,11 @@ ENTRIES=(
   # fashion_fast's cosine, ~15.5-16 here. Target 95.0 % test_ema_tta, last epoch, mean of 3
   # seeds, at most 18 reference epochs.
   "target95-72-epochs|0 1 2|12|experiment=fashion_fast epochs=72 erasing.prob=0.5"
+  # Declared at stop 40, before its runs: progressive resizing is the one option of issue 25 with
+  # a single seed per setting (main-15-progressive, main-12-progressive on the AMX Xeon, stop 36).
+  # The 3-seed ablation on the 8-epoch recipe, paired with ablation-base of the same CPU: 24 px for
+  # the first ~65 % of the batches, a ramp to 28 px by 80 % (main-12-progressive's schedule).
+  "ablation-progressive|0 1 2|8|${MAIN[*]} progressive.initial_scale=0.86"
 )
 
 selected() {  # NAME [PATTERN ...] -> 0 if a pattern matches NAME (no patterns: all)
