@@ -53,6 +53,8 @@ ENTRIES=(
   # Declared at stop 34, before its runs: neither candidate above reached 95 % (target95-long 94.79,
   # target95-wide seed 0 94.72) inside half the budget on the AMX Xeon (bf16): wide and long
   # together, about 13 reference epochs there; on a CPU without native bf16 it exceeds 18.
+  # (Stop 40: its 3 seeds gave 95.11 % in 16.37 on the Zen 4; the recipe is now
+  # experiment=fashion_wide_long, and tests/test_recipes_as_measured.py keeps the two equal.)
   "target95-wide-long|0 1 2|8|experiment=fashion_fast epochs=40 backbone.kwargs.widths=[48,96,192] erasing.prob=0.5"
   # Declared at stop 36, before its runs: main-15 meets 94.0 % with TTA but may take over 10
   # minutes on the Zen 3 (15 x ~49 s); progressive resizing (20 px for the first half, a ramp to
