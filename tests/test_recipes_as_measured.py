@@ -6,18 +6,14 @@ the entry overrides."""
 import shlex
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from camexp.main import CONFIG_DIR
+from test_configs import compose_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def composed(*overrides: str) -> dict:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.to_container(compose_with(overrides))
 
 
 def entry_overrides(name: str) -> list[str]:
