@@ -90,6 +90,14 @@ ENTRIES=(
   # The 3-seed ablation on the 8-epoch recipe, paired with ablation-base of the same CPU: 24 px for
   # the first ~65 % of the batches, a ramp to 28 px by 80 % (main-12-progressive's schedule).
   "ablation-progressive|0 1 2|8|${MAIN[*]} progressive.initial_scale=0.86"
+  # Declared at stop 41 (Zen 4, AMD EPYC family 25 model 17), before their runs: the main job
+  # (12 epochs) trained 346 s in the Zen 3's code path emulated on the Zen 4, about 610 s on a
+  # Zen 3 (docs/measurements/main_job/avx2-fp32-emulated-on-zen4/): over the 10 minutes. 11 and 10
+  # epochs would take about 560 s and 510 s there. 8 epochs give 93.69 % test_tta, 12 give
+  # 94.05-94.13 %. Target 94.0 % test_tta (last weights, flip + translate TTA), mean of 3 seeds;
+  # the main job becomes the longer of the two that meets it, or stays at 12 if neither does.
+  "main-11|0 1 2|11|${MAIN[*]} epochs=11"
+  "main-10|0 1 2|10|${MAIN[*]} epochs=10"
 )
 
 selected() {  # NAME [PATTERN ...] -> 0 if a pattern matches NAME (no patterns: all)
