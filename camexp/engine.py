@@ -102,6 +102,9 @@ def train_one_epoch(
     """
     model.train()
     objective.set_epoch(epoch)
+    for module in model.modules():  # per-epoch schedules inside the net (AirNet's whitening bias)
+        if callable(getattr(module, "set_epoch", None)):
+            module.set_epoch(epoch)
     meter = meter or EpochMeter(device)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)

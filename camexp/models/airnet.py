@@ -5,7 +5,10 @@ The shape follows Keller Jordan's airbench (github.com/KellerJordan/cifar10-airb
 * a **whitened first layer**: a frozen ``k x k`` convolution (no padding) whose ``2 * C * k^2``
   filters are the eigenvectors ``v_i / sqrt(lambda_i + eps)`` of the covariance of the training
   images' ``k x k`` patches, and their negatives (so a following ReLU/GELU loses nothing);
-  only its bias trains (``whiten=False``: a trainable convolution of the same shape instead);
+  only its bias trains (``whiten=False``: a trainable convolution of the same shape instead),
+  for the first ``whiten_bias_epochs`` epochs only if that is set (airbench94's
+  ``whiten_bias_epochs: 3``): once it is frozen no gradient reaches the first conv group's
+  input, which skips that convolution's backward pass to its input;
 * three **conv groups** ``conv3x3 -> maxpool 2 -> BN -> act -> (conv3x3 -> BN -> act) x (depth-1)``
   of widths ``widths`` (airbench: 64/256/256 for CIFAR-10; here 32/64/128 by default, which fits
   about four ResNet-20 epochs of compute into fifteen);
@@ -64,6 +67,7 @@ class Whiten(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out))
         self.out_chs = out
         self.known_fitted = False  # a host-side copy of whiten_fitted once it is True
+        self.bias_trains = True  # False: the bias is a constant (AirNet.set_epoch)
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
@@ -78,7 +82,8 @@ class Whiten(nn.Module):
             if not bool(self.whiten_fitted):  # False unless loaded from a checkpoint
                 self.fit(x)
             self.known_fitted = bool(self.whiten_fitted)
-        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))  # (B, 2Ck^2, H-k+1, .)
+        bias = self.bias if self.bias_trains else self.bias.detach()  # detached: its grad is None
+        return F.conv2d(x, self.weight.to(x.dtype), bias.to(x.dtype))  # (B, 2Ck^2, H-k+1, W-k+1)
 
 
 class ConvGroup(nn.Module):
@@ -106,6 +111,7 @@ class AirNet(_SmallNet):
         depth: int = 2,
         whiten_kernel: int = 2,
         whiten: bool = True,
+        whiten_bias_epochs: int | None = None,
         act: str = "gelu",
         final_pool: bool = True,
         num_classes: int = 10,
@@ -119,6 +125,12 @@ class AirNet(_SmallNet):
             raise UserError(f"airnet act={act!r} is not an option; use {' or '.join(ACTIVATIONS)}")
         if len(widths) != 3 or depth < 1:
             raise UserError(f"airnet needs 3 widths and depth >= 1, got {widths}, {depth}")
+        if whiten_bias_epochs is not None and (not whiten or whiten_bias_epochs < 0):
+            raise UserError(
+                f"airnet whiten_bias_epochs={whiten_bias_epochs} needs whiten=true and a count "
+                ">= 0 (epochs the whitening bias trains); leave it null to train it throughout"
+            )
+        self.whiten_bias_epochs = whiten_bias_epochs
         activation = ACTIVATIONS[act]
         self._stage_chs = tuple(widths)
         stem_chs = 2 * in_chans * whiten_kernel * whiten_kernel
@@ -134,6 +146,12 @@ class AirNet(_SmallNet):
         last = 8 if final_pool else 4
         for info, reduction in zip(self.feature_info, (2, 4, last), strict=True):
             info["reduction"] = reduction
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each epoch (0-based): the whitening bias trains in
+        epochs ``< whiten_bias_epochs`` and is a constant after (no update, no weight decay)."""
+        if self.whiten_bias_epochs is not None:
+            self.conv1.bias_trains = epoch < self.whiten_bias_epochs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv1(x))  # (B, 2Ck^2, H-k+1, W-k+1)
