@@ -14,6 +14,7 @@ from camexp.engine import train_one_epoch
 from camexp.errors import UserError
 from camexp.losses import CrossEntropy, Objective
 from camexp.models.airnet import AirNet
+from camexp.run.checkpoint import config_difference, without_added_defaults
 
 
 def airnet_from_config(*overrides):
@@ -86,3 +87,22 @@ def test_zero_epochs_never_trains_the_bias():
 def test_a_bad_count_or_no_whitening_is_a_user_error(overrides):
     with pytest.raises(UserError, match="whiten_bias_epochs"):
         airnet_from_config(*overrides)
+
+
+def test_runs_and_cached_seeds_from_before_the_option_still_match_while_it_is_off():
+    """A checkpoint or a benchmark cache written before ``whiten_bias_epochs`` existed lacks the
+    key; with it null (the bias trains throughout, as before) it must still resume and be reused,
+    and with it set it is a different recipe."""
+    old = {"backbone": {"name": "airnet", "kwargs": {"widths": [32, 64, 128], "whiten": True}}}
+    off = {"backbone": {"name": "airnet",
+                        "kwargs": {"widths": [32, 64, 128], "whiten": True,
+                                   "whiten_bias_epochs": None}}}  # fmt: skip
+    on = {"backbone": {"name": "airnet",
+                       "kwargs": {"widths": [32, 64, 128], "whiten": True,
+                                  "whiten_bias_epochs": 3}}}  # fmt: skip
+    assert config_difference(old, off) == []
+    assert config_difference(old, on) == ["backbone.kwargs.whiten_bias_epochs"]
+    assert without_added_defaults(off) == old  # what bench_tta's cache identity records
+    assert without_added_defaults(on) == on
+    other = {"dataset": {"kwargs": {"whiten_bias_epochs": None}}}  # only at that path
+    assert without_added_defaults(other) == other

@@ -30,10 +30,14 @@ FORMAT = "camexp-checkpoint-v1"
 # amp= is stated, then warns that the run mixes precisions (camexp/precision.py), and ``epochs``:
 # a resume may extend a run (never shorten it; the schedule is recomputed, camexp/run/extend.py).
 VOLATILE_KEYS = (*RESULT_NEUTRAL_KEYS, "fewshot", "amp", "epochs")
-# Config blocks added after runs were trained without them, with the values that mean "as
-# before the block existed": a run whose saved config lacks the block resumes when this
-# checkout's block has those values, and is refused otherwise, as any changed setting.
-ADDED_KEYS = {"erasing": {"prob": 0.0}, "progressive": {"initial_scale": 1.0}}
+# Config blocks (and leaves, by dotted path) added after runs were trained without them, with the
+# values that mean "as before they existed": a run whose saved config lacks one resumes when this
+# checkout has those values, and is refused otherwise, as any changed setting.
+ADDED_KEYS = {
+    "erasing": {"prob": 0.0},
+    "progressive": {"initial_scale": 1.0},
+    "backbone.kwargs.whiten_bias_epochs": None,  # AirNet's whitening bias trains throughout
+}
 
 
 def save_checkpoint(path: str, state: dict, fmt: str = FORMAT) -> None:
@@ -105,19 +109,27 @@ def config_difference(saved: dict, current: dict, prefix: str = "") -> list[str]
 
 
 def as_before(dotted: str, value) -> bool:
-    """``value`` of an ADDED_KEYS block is the behaviour of the code before the block."""
-    before = ADDED_KEYS.get(dotted)
-    return (
-        before is not None
-        and isinstance(value, dict)
-        and all(value.get(k) == v for k, v in before.items())
-    )
+    """``value`` of an ADDED_KEYS block or leaf is the behaviour of the code before it."""
+    if dotted not in ADDED_KEYS:
+        return False
+    before = ADDED_KEYS[dotted]
+    if isinstance(before, dict):
+        return isinstance(value, dict) and all(value.get(k) == v for k, v in before.items())
+    return value == before
 
 
-def without_added_defaults(config: dict) -> dict:
-    """``config`` (a plain dict) less the top-level ADDED_KEYS blocks at their "as before" values:
-    what a record of a recipe keeps, so that adding a block changes no earlier record."""
-    return {k: v for k, v in config.items() if not as_before(k, v)}
+def without_added_defaults(config: dict, prefix: str = "") -> dict:
+    """``config`` (a plain dict) less the ADDED_KEYS blocks and leaves at their "as before"
+    values: what a record of a recipe keeps, so that adding one changes no earlier record."""
+    out = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if as_before(dotted, value):
+            continue
+        if isinstance(value, dict) and any(k.startswith(f"{dotted}.") for k in ADDED_KEYS):
+            value = without_added_defaults(value, f"{dotted}.")
+        out[key] = value
+    return out
 
 
 def file_sha256(path: str) -> str:
