@@ -106,3 +106,26 @@ def test_runs_and_cached_seeds_from_before_the_option_still_match_while_it_is_of
     assert without_added_defaults(on) == on
     other = {"dataset": {"kwargs": {"whiten_bias_epochs": None}}}  # only at that path
     assert without_added_defaults(other) == other
+
+
+def test_data_parallel_training_goes_on_once_the_bias_is_frozen(tmp_path, monkeypatch):
+    """Under DDP a parameter without a gradient stalls the next step unless DDP looks for unused
+    parameters; camexp's wrapper asks for that when the net says it leaves one unused. A
+    one-process gloo group stands in for torchrun's."""
+    import torch.distributed as dist
+
+    from camexp.run import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0,
+                            world_size=1)  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what makes camexp's wrapper wrap
+    try:
+        model = distributed.wrap(airnet_from_config("backbone.kwargs.whiten_bias_epochs=1"),
+                                 torch.device("cpu"))  # fmt: skip
+        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        b0 = one_epoch(model, 0)
+        b1 = one_epoch(model, 1)  # two steps with the bias frozen
+        b2 = one_epoch(model, 2)
+        assert torch.equal(b0, b1) and torch.equal(b1, b2)
+    finally:
+        dist.destroy_process_group()

@@ -131,6 +131,7 @@ class AirNet(_SmallNet):
                 ">= 0 (epochs the whitening bias trains); leave it null to train it throughout"
             )
         self.whiten_bias_epochs = whiten_bias_epochs
+        self.leaves_parameters_unused = whiten_bias_epochs is not None  # for DDP (run/distributed)
         activation = ACTIVATIONS[act]
         self._stage_chs = tuple(widths)
         stem_chs = 2 * in_chans * whiten_kernel * whiten_kernel

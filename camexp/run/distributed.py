@@ -57,7 +57,12 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if not enabled():
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # a net that leaves a parameter without a gradient in some epochs (AirNet's frozen whitening
+    # bias) needs DDP to look for it, or the next step waits for a reduction that never comes
+    unused = any(getattr(m, "leaves_parameters_unused", False) for m in model.modules())
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=unused
+    )
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
