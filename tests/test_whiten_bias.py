@@ -82,6 +82,9 @@ def test_zero_epochs_never_trains_the_bias():
 
 @pytest.mark.parametrize(
     "overrides", [["backbone.kwargs.whiten_bias_epochs=-1"],
+                  ["backbone.kwargs.whiten_bias_epochs=2.5"],
+                  ["backbone.kwargs.whiten_bias_epochs=abc"],
+                  ["backbone.kwargs.whiten_bias_epochs=true"],
                   ["backbone.kwargs.whiten_bias_epochs=3", "backbone.kwargs.whiten=false"]],
 )  # fmt: skip
 def test_a_bad_count_or_no_whitening_is_a_user_error(overrides):

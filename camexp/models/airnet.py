@@ -125,10 +125,13 @@ class AirNet(_SmallNet):
             raise UserError(f"airnet act={act!r} is not an option; use {' or '.join(ACTIVATIONS)}")
         if len(widths) != 3 or depth < 1:
             raise UserError(f"airnet needs 3 widths and depth >= 1, got {widths}, {depth}")
-        if whiten_bias_epochs is not None and (not whiten or whiten_bias_epochs < 0):
+        count = whiten_bias_epochs
+        if count is not None and (
+            not whiten or isinstance(count, bool) or not isinstance(count, int) or count < 0
+        ):
             raise UserError(
-                f"airnet whiten_bias_epochs={whiten_bias_epochs} needs whiten=true and a count "
-                ">= 0 (epochs the whitening bias trains); leave it null to train it throughout"
+                f"airnet whiten_bias_epochs={count!r} needs whiten=true and a whole number >= 0 "
+                "(the epochs the whitening bias trains); leave it null to train it throughout"
             )
         self.whiten_bias_epochs = whiten_bias_epochs
         self.leaves_parameters_unused = whiten_bias_epochs is not None  # for DDP (run/distributed)
