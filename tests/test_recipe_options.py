@@ -210,6 +210,22 @@ def test_the_benchmark_writes_a_table(tmp_path):
     assert "CPU:" in text and "native bf16" in text
 
 
+def test_the_step_benchmark_profiles_a_window_of_each_variant(capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_steps
+    finally:
+        sys.path.pop(0)
+    bench_steps.main(["--steps", "1", "--windows", "1", "--profile", "3", "--variant", "amp=none",
+                      "debug=smoke", "backbone=airnet", "metrics=none"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "One window of `amp=none` under torch.profiler" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `aten::")]
+    assert len(rows) == 3 and any("convolution" in row for row in rows), out
+    shares = [float(row.split("|")[2].strip(" %")) for row in rows]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100
+
+
 def test_the_benchmark_resumes_from_its_cache(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

@@ -65,9 +65,9 @@ def test_a_frozen_bias_stops_the_gradient_at_the_first_conv_group():
     model = airnet_from_config("backbone.kwargs.whiten_bias_epochs=1")
     (net,) = [m for m in model.modules() if isinstance(m, AirNet)]
     x = torch.randn(4, 1, 16, 16)
-    net.set_epoch(0)
+    net.conv1.set_epoch(0)
     assert net.act(net.conv1(x)).requires_grad  # the bias needs the first group's input grad
-    net.set_epoch(1)
+    net.conv1.set_epoch(1)
     assert not net.act(net.conv1(x)).requires_grad  # so that backward pass is skipped
     model(x).logits.sum().backward()
     assert net.conv1.bias.grad is None

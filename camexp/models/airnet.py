@@ -56,9 +56,11 @@ def whitening_filters(images: torch.Tensor, kernel: int, eps: float = 5e-4) -> t
 
 
 class Whiten(nn.Module):
-    """A frozen whitening convolution (weights a buffer, fitted once) with a trainable bias."""
+    """A frozen whitening convolution (weights a buffer, fitted once) with a bias that trains
+    throughout, or for the first ``bias_epochs`` epochs only (the training loop calls
+    ``set_epoch`` before each epoch; a frozen bias is detached: no update, no weight decay)."""
 
-    def __init__(self, in_chans: int, kernel: int):
+    def __init__(self, in_chans: int, kernel: int, bias_epochs: int | None = None):
         super().__init__()
         out = 2 * in_chans * kernel * kernel
         self.kernel = kernel
@@ -67,7 +69,9 @@ class Whiten(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out))
         self.out_chs = out
         self.known_fitted = False  # a host-side copy of whiten_fitted once it is True
-        self.bias_trains = True  # False: the bias is a constant (AirNet.set_epoch)
+        self.bias_epochs = bias_epochs
+        self.bias_trains = True
+        self.leaves_parameters_unused = bias_epochs is not None  # DDP must look (run/distributed)
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
@@ -76,6 +80,9 @@ class Whiten(nn.Module):
             return  # and the next batch fits again
         self.weight.copy_(whitening_filters(images, self.kernel).to(self.weight))
         self.whiten_fitted.fill_(True)
+
+    def set_epoch(self, epoch: int) -> None:  # 0-based
+        self.bias_trains = self.bias_epochs is None or epoch < self.bias_epochs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.known_fitted:  # one host sync, at the first step only
@@ -133,13 +140,11 @@ class AirNet(_SmallNet):
                 f"airnet whiten_bias_epochs={count!r} needs whiten=true and a whole number >= 0 "
                 "(the epochs the whitening bias trains); leave it null to train it throughout"
             )
-        self.whiten_bias_epochs = whiten_bias_epochs
-        self.leaves_parameters_unused = whiten_bias_epochs is not None  # for DDP (run/distributed)
         activation = ACTIVATIONS[act]
         self._stage_chs = tuple(widths)
         stem_chs = 2 * in_chans * whiten_kernel * whiten_kernel
         if whiten:
-            self.conv1 = Whiten(in_chans, whiten_kernel)
+            self.conv1 = Whiten(in_chans, whiten_kernel, whiten_bias_epochs)
         else:  # the ablation: the same shape, trained from a random init
             self.conv1 = nn.Conv2d(in_chans, stem_chs, whiten_kernel, bias=True)
         self.act = activation()
@@ -150,12 +155,6 @@ class AirNet(_SmallNet):
         last = 8 if final_pool else 4
         for info, reduction in zip(self.feature_info, (2, 4, last), strict=True):
             info["reduction"] = reduction
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the training loop before each epoch (0-based): the whitening bias trains in
-        epochs ``< whiten_bias_epochs`` and is a constant after (no update, no weight decay)."""
-        if self.whiten_bias_epochs is not None:
-            self.conv1.bias_trains = epoch < self.whiten_bias_epochs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv1(x))  # (B, 2Ck^2, H-k+1, W-k+1)
